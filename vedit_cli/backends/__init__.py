@@ -1,0 +1,1 @@
+"""Editing backends behind one Editor contract (see base.py)."""

@@ -1,0 +1,1 @@
+"""vedit_cli.io"""

@@ -1,0 +1,66 @@
+"""The Editor contract every backend meets, and the lazy registry of backends by name."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+
+import torch
+
+from vedit_cli.config import ModelConfig
+from vedit_cli.errors import ConfigError
+
+BACKENDS: dict[str, str] = {
+    "copy": "vedit_cli.backends.copy:CopyEditor",
+    "movie": "vedit_cli.backends.movie:MovieEditor",
+    "eve": "vedit_cli.backends.eve:EveEditor",
+    "svdiff": "vedit_cli.backends.svdiff:SvdiffEditor",
+}
+
+
+class Editor(ABC):
+    """Edits frames given as float tensors [T, 3, H, W] in [-1, 1] at the processing size.
+
+    The runner calls `prepare(prompt)` once per clip, `edit(frames)` with windows of `window_size` frames that
+    overlap by `overlap`, then `flush()`. A streaming editor may hold back up to `latency` frames: `edit` then
+    returns fewer frames than it got, and `flush` returns the rest. Frames out == frames in over a whole clip.
+    """
+
+    window_size: int = 1
+    overlap: int = 0
+    latency: int = 0
+    size_multiple: int = 8  # H and W given to `edit` are multiples of this
+    needs_prompt: bool = True
+    description: str = ""  # one line the CLI shows, e.g. "movie teacher, 10 steps x 3 passes, full VAE"
+
+    @abstractmethod
+    def prepare(self, prompt: str) -> None:
+        """Encode the prompt and set per-clip state; called once before the first `edit` of a clip."""
+
+    @abstractmethod
+    def edit(self, frames_tchw: torch.Tensor) -> torch.Tensor:
+        """Edit one window of frames; returns the edited frames that are ready, in order."""
+
+    def flush(self) -> torch.Tensor | None:
+        """Return the frames still held back at the end of a clip (None when there are none)."""
+        return None
+
+    def reset(self) -> None:
+        """Forget per-clip state (memories, anchors, noise) before the next clip."""
+
+
+def available_backends() -> list[str]:
+    return sorted(BACKENDS)
+
+
+def create_editor(config: ModelConfig) -> Editor:
+    """Import the backend's module only now (diffusers is slow to import) and build its editor."""
+    try:
+        target = BACKENDS[config.backend]
+    except KeyError:
+        raise ConfigError(
+            f"unknown backend {config.backend!r}; choose one of {', '.join(available_backends())}"
+        ) from None
+    module_name, class_name = target.split(":")
+    editor_class = getattr(importlib.import_module(module_name), class_name)
+    return editor_class.from_config(config)

@@ -1,0 +1,24 @@
+"""The `copy` backend: no model; frames pass through unchanged, to check the I/O path."""
+
+from __future__ import annotations
+
+import torch
+
+from vedit_cli.backends.base import Editor
+from vedit_cli.config import ModelConfig
+
+
+class CopyEditor(Editor):
+    needs_prompt = False
+    size_multiple = 1
+    description = "copy: frames pass through unchanged (no model)"
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> "CopyEditor":
+        return cls()
+
+    def prepare(self, prompt: str) -> None:
+        pass
+
+    def edit(self, frames_tchw: torch.Tensor) -> torch.Tensor:
+        return frames_tchw

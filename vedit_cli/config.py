@@ -1,0 +1,94 @@
+"""Frozen configuration dataclasses: the only home of defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from vedit_cli.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+VAE_CHOICES = ("auto", "full", "tiny")
+MOVIE_MODES = ("auto", "teacher", "student")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What every backend shares: sampling options with the same names across backends."""
+
+    backend: str = "movie"
+    steps: int | None = None  # None: the backend's own default (teacher 10, student 1, svdiff 3, eve 20)
+    guidance_scale: float = 7.5  # text guidance
+    image_guidance_scale: float = 1.5
+    seed: int = 0
+    size: int = 512  # short side of the processing size, in pixels
+    device: str = "auto"
+    dtype: str = "auto"
+    vae: str = "auto"  # movie: auto = full VAE for the teacher, TAESD for the student
+    movie_mode: str = "auto"  # auto = student when its weights are present, else teacher
+    anchor: bool = False  # movie: cross-frame attention to the anchor frame
+    keyframe_interval: int = 0  # movie anchor: 0 = the first frame anchors the whole clip
+    caption: str | None = None  # eve: output caption for the backbone; None = the instruction
+    controlnet_scale: float = 1.0  # eve
+    lora_scale: float = 1.0  # eve alignment LoRA strength
+    window: int = 16  # eve: frames per temporal window
+    overlap: int = 4  # eve: frames shared by neighbouring windows
+    weights_dir: Path | None = None
+    allow_download: bool = False
+
+    def validate(self) -> "ModelConfig":
+        """Check ranges up front; every message says what was given and what is expected."""
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"--steps must be at least 1, got {self.steps}")
+        if self.size < 64 or self.size > 4096:
+            raise ConfigError(f"--size must be between 64 and 4096 pixels, got {self.size}")
+        if self.guidance_scale < 0 or self.image_guidance_scale < 0:
+            raise ConfigError("--guidance-scale and --image-guidance-scale must be >= 0")
+        _check_choice("--device", self.device, DEVICES)
+        _check_choice("--dtype", self.dtype, DTYPES)
+        _check_choice("--vae", self.vae, VAE_CHOICES)
+        _check_choice("--movie-mode", self.movie_mode, MOVIE_MODES)
+        if self.window < 1 or not 0 <= self.overlap < self.window:
+            raise ConfigError(f"--overlap must be in [0, --window), got window={self.window} overlap={self.overlap}")
+        return self
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """How outputs are encoded."""
+
+    codec: str = "libx264"
+    crf: int = 18
+    preset: str = "medium"
+    pixel_format: str = "yuv420p"
+
+    def validate(self) -> "EncodeConfig":
+        if not 0 <= self.crf <= 63:
+            raise ConfigError(f"--crf must be between 0 and 63, got {self.crf}")
+        return self
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """One `vedit edit` invocation: model, encoding, and batch behaviour."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    output_size: str = "source"  # "source": the source's display size; "processing": the model's size
+    overwrite: bool = False
+    queue_frames: int = 32  # bound of each runner queue, in frames
+
+    def validate(self) -> "EditConfig":
+        self.model.validate()
+        self.encode.validate()
+        _check_choice("--output-size", self.output_size, ("source", "processing"))
+        return self
+
+    def with_model(self, **changes) -> "EditConfig":
+        return replace(self, model=replace(self.model, **changes))
+
+
+def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{flag} must be one of {', '.join(choices)}; got {value!r}")

@@ -1,0 +1,41 @@
+"""Shared fixtures: real clips from ../shared/videos (skipped when absent) and tiny local checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_VIDEOS = REPO_ROOT.parent / "shared" / "videos"
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("VEDIT_NETWORK_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="downloads real checkpoints; set VEDIT_NETWORK_TESTS=1 to run")
+    for item in items:
+        if "network" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_videos() -> Path:
+    if not SHARED_VIDEOS.is_dir():
+        pytest.skip(f"real test clips not found at {SHARED_VIDEOS}")
+    return SHARED_VIDEOS
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A weights dir with tiny 'instruct-pix2pix' and 'taesd' entries, saved with save_pretrained."""
+    from tests import tiny
+
+    root = tmp_path_factory.mktemp("weights")
+    tiny.save_instruct_pix2pix(root / "instruct-pix2pix")
+    tiny.save_taesd(root / "taesd")
+    return root

@@ -31,6 +31,7 @@ class Editor(ABC):
     latency: int = 0
     size_multiple: int = 8  # H and W given to `edit` are multiples of this
     needs_prompt: bool = True
+    resizes: bool = True  # False: the runner hands frames at the source size (copy backend: bit-exact path)
     description: str = ""  # one line the CLI shows, e.g. "movie teacher, 10 steps x 3 passes, full VAE"
 
     @abstractmethod
@@ -47,6 +48,16 @@ class Editor(ABC):
 
     def reset(self) -> None:
         """Forget per-clip state (memories, anchors, noise) before the next clip."""
+
+    def stage_modules(self) -> dict[str, torch.nn.Module]:
+        """Modules whose forward calls make up each benchmark stage: keys among
+        "text_encoder", "encode", "unet", "decode" (and backend extras such as "controlnet")."""
+        return {}
+
+    @classmethod
+    def random_weights(cls, config: ModelConfig) -> "Editor":
+        """The real-size architecture built from its configs with random weights (benchmarks: no download)."""
+        raise NotImplementedError(f"{cls.__name__} has no random-weights constructor")
 
 
 def available_backends() -> list[str]:

@@ -1,0 +1,3 @@
+from vedit_cli.cli import main
+
+main()

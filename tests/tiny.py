@@ -109,3 +109,19 @@ def _load_tokenizer(folder: Path):
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer.from_pretrained(str(write_tokenizer(folder)))
+
+
+def save_sd15(folder: Path, seed: int = 0) -> Path:
+    """A diffusers-format text-to-image folder shaped like SD1.5 (unet in_channels 4, vae, text encoder, DDIM)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    folder = Path(folder)
+    pipe = StableDiffusionPipeline(
+        unet=tiny_unet(4, seed), vae=tiny_vae(seed), text_encoder=tiny_text_encoder(seed),
+        tokenizer=_load_tokenizer(folder.parent / f"_tok_{folder.name}"),
+        scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                                set_alpha_to_one=False, steps_offset=1),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    return folder

@@ -89,6 +89,23 @@ class EditConfig:
         return replace(self, model=replace(self.model, **changes))
 
 
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """One `vedit evaluate` run: which metrics, how frames reach CLIP, where the weights are."""
+
+    metrics: tuple[str, ...] | None = None  # None: every metric whose inputs are given (see vedit_cli.metrics.names)
+    frame_size: int = 480  # TGVE's run_eval.py resizes every frame to 480x480 before the CLIP processor
+    batch_size: int = 16  # frames per CLIP forward
+    device: str = "auto"
+    weights_dir: Path | None = None
+
+    def validate(self) -> "EvaluateConfig":
+        if self.frame_size < 32 or self.batch_size < 1:
+            raise ConfigError(f"--frame-size must be >= 32 and --batch-size >= 1, got {self.frame_size}, {self.batch_size}")
+        _check_choice("--device", self.device, DEVICES)
+        return self
+
+
 def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{flag} must be one of {', '.join(choices)}; got {value!r}")

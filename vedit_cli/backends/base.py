@@ -64,14 +64,20 @@ def available_backends() -> list[str]:
     return sorted(BACKENDS)
 
 
+def _backend_class(name: str) -> type[Editor]:
+    try:
+        target = BACKENDS[name]
+    except KeyError:
+        raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(available_backends())}") from None
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def backend_needs_prompt(name: str) -> bool:
+    """Whether the backend edits from an instruction (all but `copy`); imports only that backend's module."""
+    return _backend_class(name).needs_prompt
+
+
 def create_editor(config: ModelConfig) -> Editor:
     """Import the backend's module only now (diffusers is slow to import) and build its editor."""
-    try:
-        target = BACKENDS[config.backend]
-    except KeyError:
-        raise ConfigError(
-            f"unknown backend {config.backend!r}; choose one of {', '.join(available_backends())}"
-        ) from None
-    module_name, class_name = target.split(":")
-    editor_class = getattr(importlib.import_module(module_name), class_name)
-    return editor_class.from_config(config)
+    return _backend_class(config.backend).from_config(config)

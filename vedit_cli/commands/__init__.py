@@ -1,1 +1,1 @@
-"""vedit_cli.commands"""
+"""One module per CLI command; each exposes `register(app)`."""

@@ -1,0 +1,24 @@
+"""Helpers shared by CLI commands: consoles, JSON output, traceback policy."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from rich.console import Console
+
+
+def stderr_console(quiet: bool = False) -> Console:
+    """Logs and progress go to stderr, so stdout stays clean for --json."""
+    return Console(stderr=True, quiet=quiet)
+
+
+def print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("VEDIT_DEBUG") == "1"

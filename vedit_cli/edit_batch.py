@@ -1,0 +1,122 @@
+"""Edit a list of clip jobs with one editor: skip finished outputs, check every input first, and keep going
+past bad clips. Reports through an observer; never prints."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from vedit_cli.batch import ClipJob
+from vedit_cli.config import EditConfig
+from vedit_cli.errors import ConfigError, VeditError
+
+
+@dataclass
+class ClipOutcome:
+    """What happened to one clip: status is "ok", "skipped" or "failed"."""
+
+    job: ClipJob
+    status: str = "pending"
+    frames: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class BatchObserver(Protocol):
+    def batch_started(self, total_clips: int, description: str) -> None: ...
+    def clip_started(self, job: ClipJob, total_frames: int) -> None: ...
+    def frames_done(self, frames: int) -> None: ...
+    def clip_finished(self, outcome: ClipOutcome) -> None: ...
+
+
+class SilentObserver:
+    def batch_started(self, total_clips: int, description: str) -> None: ...
+    def clip_started(self, job: ClipJob, total_frames: int) -> None: ...
+    def frames_done(self, frames: int) -> None: ...
+    def clip_finished(self, outcome: ClipOutcome) -> None: ...
+
+
+def run_batch(jobs: list[ClipJob], config: EditConfig, observer: BatchObserver | None = None,
+              evaluate: bool = False, debug: bool = False) -> list[ClipOutcome]:
+    """1. skip finished outputs  2. probe inputs  3. load the editor once  4. edit clip by clip."""
+    observer = observer or SilentObserver()
+    outcomes = [ClipOutcome(job) for job in jobs]
+    infos = _check_inputs(outcomes, config, debug)
+    runnable = [outcome for outcome in outcomes if outcome.status == "pending"]
+    editor = _create_editor(config, runnable)
+    observer.batch_started(len(runnable), editor.description if editor else "nothing to edit")
+    for outcome in outcomes:
+        if outcome.status == "pending":
+            _edit_one(outcome, infos[outcome.job], editor, config, observer, evaluate, debug)
+        observer.clip_finished(outcome)
+    return outcomes
+
+
+def _check_inputs(outcomes: list[ClipOutcome], config: EditConfig, debug: bool) -> dict:
+    """Cheap checks before any model loads: outputs that exist, unreadable inputs, empty prompts."""
+    from vedit_cli.backends.base import backend_needs_prompt
+    from vedit_cli.io.output import check_output
+    from vedit_cli.io.probe import probe
+
+    needs_prompt = backend_needs_prompt(config.model.backend)
+    infos = {}
+    for outcome in outcomes:
+        job = outcome.job
+        if job.output_path.exists() and not config.overwrite:
+            outcome.status = "skipped"
+            continue
+        try:
+            if needs_prompt and not job.prompt.strip():
+                raise ConfigError(f"{job.input_path}: the {config.model.backend} backend needs a non-empty prompt")
+            check_output(job.input_path, job.output_path, config.overwrite)
+            infos[job] = probe(job.input_path)
+        except VeditError as error:
+            _fail(outcome, error, debug)
+    return infos
+
+
+def _create_editor(config: EditConfig, runnable: list[ClipOutcome]):
+    if not runnable:
+        return None
+    from vedit_cli.backends.base import create_editor
+
+    return create_editor(config.model)
+
+
+def _edit_one(outcome, info, editor, config, observer, evaluate: bool, debug: bool) -> None:
+    from vedit_cli.edit_clip import edit_clip
+
+    job = outcome.job
+    observer.clip_started(job, info.frame_count)
+    started = time.perf_counter()
+    try:
+        result = edit_clip(job.input_path, job.output_path, editor, job.prompt, config, on_progress=observer.frames_done)
+        outcome.frames = result.frames_written
+        outcome.status = "ok"
+        if evaluate:
+            outcome.metrics = _evaluate(job)
+    except Exception as error:  # each clip fails on its own; the batch goes on
+        _fail(outcome, error, debug)
+    outcome.seconds = time.perf_counter() - started
+
+
+def _evaluate(job: ClipJob) -> dict[str, Any]:
+    from vedit_cli.metrics.evaluate import evaluate_clip
+
+    return evaluate_clip(job.output_path, source_path=job.input_path, prompt=job.prompt, metrics=("warp_error", "flicker"))
+
+
+def _fail(outcome: ClipOutcome, error: BaseException, debug: bool) -> None:
+    if debug:
+        raise error
+    outcome.status = "failed"
+    if isinstance(error, VeditError):
+        outcome.error = str(error)
+    else:
+        outcome.error = f"internal error: {type(error).__name__}: {error} (set VEDIT_DEBUG=1 for the traceback)"

@@ -32,6 +32,7 @@ class ModelConfig:
     caption: str | None = None  # eve: output caption for the backbone; None = the instruction
     controlnet_scale: float = 1.0  # eve
     lora_scale: float = 1.0  # eve alignment LoRA strength
+    strength: float = 0.5  # svdiff: how far LCM inversion noises each frame (img2img strength, 0 < s <= 1)
     window: int = 16  # eve: frames per temporal window
     overlap: int = 4  # eve: frames shared by neighbouring windows
     weights_dir: Path | None = None
@@ -45,6 +46,8 @@ class ModelConfig:
             raise ConfigError(f"--size must be between 64 and 4096 pixels, got {self.size}")
         if self.guidance_scale < 0 or self.image_guidance_scale < 0:
             raise ConfigError("--guidance-scale and --image-guidance-scale must be >= 0")
+        if not 0 < self.strength <= 1:
+            raise ConfigError(f"--strength must be in (0, 1], got {self.strength}")
         _check_choice("--device", self.device, DEVICES)
         _check_choice("--dtype", self.dtype, DTYPES)
         _check_choice("--vae", self.vae, VAE_CHOICES)

@@ -125,3 +125,32 @@ def save_sd15(folder: Path, seed: int = 0) -> Path:
     )
     pipe.save_pretrained(str(folder), safe_serialization=True)
     return folder
+
+
+def tiny_clip_model(seed: int = 0, projection_dim: int = 16, logit_scale: float = 2.6592):
+    """A tiny CLIPModel (text + vision towers) whose text side matches write_tokenizer's 514-token vocabulary."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    text_config = dict(
+        bos_token_id=512, eos_token_id=513, pad_token_id=513, hidden_size=TEXT_HIDDEN, intermediate_size=37,
+        num_attention_heads=4, num_hidden_layers=2, vocab_size=514, max_position_embeddings=77,
+    )
+    vision_config = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, image_size=32, patch_size=8)
+    config = CLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=projection_dim,
+                        logit_scale_init_value=logit_scale)
+    return CLIPModel(config).eval()
+
+
+def save_tiny_clip(folder: Path, seed: int = 0, logit_scale: float = 2.6592, processor_subfolder: str | None = None) -> Path:
+    """A CLIP folder as the hub has it (model + CLIPProcessor); the processor goes to a subfolder if asked (PickScore)."""
+    from transformers import CLIPImageProcessor, CLIPProcessor
+
+    folder = Path(folder)
+    tiny_clip_model(seed, logit_scale=logit_scale).save_pretrained(str(folder), safe_serialization=True)
+    processor_folder = folder / processor_subfolder if processor_subfolder else folder
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=_load_tokenizer(folder.parent / f"_tok_{folder.name}")).save_pretrained(
+        str(processor_folder)
+    )
+    return folder

@@ -1,0 +1,143 @@
+"""`vedit edit` through the real CLI: single clips, batches, resume, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cli_helpers import run_vedit
+from vedit_cli.io.probe import probe
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "example.mp4"
+
+
+def _ffmpeg() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _assert_one_line_error(result, *needles: str) -> None:
+    assert result.code != 0
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr
+    assert any(all(needle in line for needle in needles) for line in lines), result.stderr
+
+
+@pytest.fixture
+def clip(tmp_path) -> Path:
+    target = tmp_path / "in" / "clip.mp4"
+    target.parent.mkdir()
+    shutil.copy(EXAMPLE, target)
+    return target
+
+
+def test_copy_backend_keeps_frames_rate_size_and_audio(clip, tmp_path):
+    out = tmp_path / "out.mp4"
+    result = run_vedit("edit", clip, "", "--backend", "copy", "-o", out, "--json")
+    assert result.code == 0, result.stderr
+    summary = result.json()
+    assert summary["summary"] == {"ok": 1, "skipped": 0, "failed": 0}
+    source, edited = probe(clip), probe(out)
+    assert (edited.frame_count, edited.fps, edited.width, edited.height) == (
+        source.frame_count, source.fps, source.width, source.height)
+    assert edited.has_audio and source.has_audio
+    assert summary["clips"][0]["frames"] == source.frame_count
+
+
+def test_rerun_skips_finished_outputs_and_overwrite_redoes_them(clip, tmp_path):
+    out = tmp_path / "out.mp4"
+    assert run_vedit("edit", clip, "", "--backend", "copy", "-o", out).code == 0
+    stamp = out.stat().st_mtime_ns
+    again = run_vedit("edit", clip, "", "--backend", "copy", "-o", out, "--json")
+    assert again.code == 0 and again.json()["summary"]["skipped"] == 1
+    assert out.stat().st_mtime_ns == stamp
+    redo = run_vedit("edit", clip, "", "--backend", "copy", "-o", out, "--overwrite", "--json")
+    assert redo.json()["summary"]["ok"] == 1
+
+
+def test_a_batch_survives_bad_files_and_reports_them(clip, tmp_path):
+    folder = clip.parent
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "notes.mp4").write_text("this is not a video\n")
+    result = run_vedit("edit", folder, "", "--backend", "copy", "--output-dir", tmp_path / "edited", "--json")
+    assert result.code == 1
+    by_name = {Path(c["input"]).name: c for c in result.json()["clips"]}
+    assert by_name["clip.mp4"]["status"] == "ok"
+    assert (tmp_path / "edited" / "clip.vedit.mp4").is_file()
+    for bad in ("empty.mp4", "notes.mp4"):
+        assert by_name[bad]["status"] == "failed" and bad in by_name[bad]["error"]
+        assert not (tmp_path / "edited" / bad.replace(".mp4", ".vedit.mp4")).exists()
+    assert sorted(p.name for p in (tmp_path / "edited").iterdir()) == ["clip.vedit.mp4"]
+
+
+def _truncated(clip: Path, target: Path) -> Path:
+    data = clip.read_bytes()
+    target.write_bytes(data[: len(data) // 3])
+    return target
+
+
+def _audio_only(target: Path) -> Path:
+    subprocess.run([_ffmpeg(), "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac",
+                    str(target)], check=True)
+    return target
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "text", "truncated", "audio_only"])
+def test_every_bad_input_gets_one_line_and_no_output(kind, clip, tmp_path):
+    bad = tmp_path / f"{kind}.mp4"
+    if kind == "empty":
+        bad.write_bytes(b"")
+    elif kind == "text":
+        bad.write_text("hello\n")
+    elif kind == "truncated":
+        _truncated(clip, bad)
+    elif kind == "audio_only":
+        _audio_only(bad.with_suffix(".m4a"))
+        bad = bad.with_suffix(".m4a")
+    out = tmp_path / "out.mp4"
+    result = run_vedit("edit", bad, "", "--backend", "copy", "-o", out)
+    _assert_one_line_error(result, bad.name)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_output_equal_to_input_is_refused(clip):
+    before = clip.read_bytes()
+    result = run_vedit("edit", clip, "", "--backend", "copy", "-o", clip, "--overwrite")
+    _assert_one_line_error(result, clip.name)
+    assert clip.read_bytes() == before
+
+
+def test_unwritable_output_directory(clip, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if (locked / "probe").parent.stat().st_mode & 0o200 and __import__("os").access(locked, __import__("os").W_OK):
+            pytest.skip("running as a user that can write anywhere (root)")
+        result = run_vedit("edit", clip, "", "--backend", "copy", "-o", locked / "out.mp4")
+        _assert_one_line_error(result, "locked")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_empty_prompt_for_a_model_backend_is_refused(clip, tmp_path):
+    result = run_vedit("edit", clip, "  ", "--backend", "movie", "-o", tmp_path / "o.mp4")
+    _assert_one_line_error(result, "prompt")
+
+
+def test_missing_weights_name_the_download_command(clip, tmp_path):
+    result = run_vedit("edit", clip, "make it red", "--backend", "movie", "--weights-dir", tmp_path / "none",
+                       "-o", tmp_path / "o.mp4")
+    _assert_one_line_error(result, "vedit download")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_usage_errors_are_one_line(clip):
+    _assert_one_line_error(run_vedit("edit", clip), "PROMPT")
+    _assert_one_line_error(run_vedit("edit", clip, "x", "--backend", "nope"), "nope")
+    _assert_one_line_error(run_vedit("edit", clip, "x", "--steps", "0"), "--steps")

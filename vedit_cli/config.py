@@ -11,6 +11,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 VAE_CHOICES = ("auto", "full", "tiny")
 MOVIE_MODES = ("auto", "teacher", "student")
+EVE_DEFAULT_STEPS = 20  # eve: DDIM steps when --steps is not given
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class ModelConfig:
     strength: float = 0.5  # svdiff: how far LCM inversion noises each frame (img2img strength, 0 < s <= 1)
     window: int = 16  # eve: frames per temporal window
     overlap: int = 4  # eve: frames shared by neighbouring windows
+    chunk_windows: int = 4  # eve: windows denoised together, latents blended every step (bounds memory)
     weights_dir: Path | None = None
     allow_download: bool = False
 
@@ -54,6 +56,8 @@ class ModelConfig:
         _check_choice("--movie-mode", self.movie_mode, MOVIE_MODES)
         if self.window < 1 or not 0 <= self.overlap < self.window:
             raise ConfigError(f"--overlap must be in [0, --window), got window={self.window} overlap={self.overlap}")
+        if self.chunk_windows < 1:
+            raise ConfigError(f"--chunk-windows must be at least 1, got {self.chunk_windows}")
         return self
 
 

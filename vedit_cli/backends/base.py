@@ -42,6 +42,9 @@ class Editor(ABC):
     def edit(self, frames_tchw: torch.Tensor) -> torch.Tensor:
         """Edit one window of frames; returns the edited frames that are ready, in order."""
 
+    def seek(self, frame_index: int) -> None:
+        """Told, just before `edit`, the clip index of that window's first frame; editors that need it override."""
+
     def flush(self) -> torch.Tensor | None:
         """Return the frames still held back at the end of a clip (None when there are none)."""
         return None

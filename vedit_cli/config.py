@@ -113,6 +113,38 @@ class EvaluateConfig:
         return self
 
 
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """One `vedit benchmark` run: which rows, at what size, how many frames and repeats."""
+
+    backends: tuple[str, ...] = ()  # empty: every backend that can be built (name or name:mode, e.g. movie:student)
+    size: int | None = None  # frames are size x size; None: 256 on CPU, 512 on a GPU
+    frames: int = 2  # frames per clip (the prompt is encoded once per clip)
+    repeats: int = 3  # timed clips after the warm-up; min/median/max over them
+    warmup: int = 1  # untimed frames first
+    device: str = "auto"
+    dtype: str = "auto"  # auto: float16 on CUDA, float32 elsewhere
+    random_weights: bool = False  # real-size architectures with random weights: no download needed
+    flops_only: bool = False  # meta-device FLOP counts only: no timing, seconds even at 480x480
+    reference: bool = True  # add the diffusers InstructPix2Pix row (10 steps x 3 passes, full VAE)
+    reference_steps: int = 10  # MoViE Table 1's base recipe
+    prompt: str = "make it Van Gogh"
+    seed: int = 0
+    threshold: float = 0.1  # --compare: relative change that counts as a regression
+    weights_dir: Path | None = None
+
+    def validate(self) -> "BenchmarkConfig":
+        if self.size is not None and not 64 <= self.size <= 4096:
+            raise ConfigError(f"--size must be between 64 and 4096 pixels, got {self.size}")
+        if self.frames < 1 or self.repeats < 1 or self.warmup < 0:
+            raise ConfigError(f"need --frames >= 1, --repeats >= 1, --warmup >= 0; got {self.frames}, {self.repeats}, {self.warmup}")
+        if not 0 < self.threshold < 10:
+            raise ConfigError(f"--threshold is a relative change such as 0.1 (10%), got {self.threshold}")
+        _check_choice("--device", self.device, DEVICES)
+        _check_choice("--dtype", self.dtype, DTYPES)
+        return self
+
+
 def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{flag} must be one of {', '.join(choices)}; got {value!r}")

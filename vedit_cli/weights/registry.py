@@ -1,8 +1,10 @@
 """Checkpoint registry: every model a backend or metric needs, by name, and where it lives on disk.
 
 Layout: each entry is a folder `<weights_dir>/<name>/` holding the repository files as the hub has them
-(diffusers format for pipelines). Resolution order of `weights_dir`, shared by every command:
+(diffusers format for pipelines); an entry built from a second repository keeps that one's files in a subfolder.
+Resolution order of `weights_dir`, shared by every command:
   1. `--weights-dir DIR`   2. `$VEDIT_WEIGHTS`   3. `~/.cache/vedit/weights`
+The entries themselves (repo ids, pinned revisions, file patterns, sizes, licences) live in `catalog.py`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,18 @@ from pathlib import Path
 from vedit_cli.errors import WeightsMissingError
 
 DEFAULT_WEIGHTS_DIR = Path("~/.cache/vedit/weights")
+MANIFEST_NAME = ".vedit-verified.json"
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A further hub repository whose files land in `<entry>/<subfolder>/` (e.g. PickScore's processor)."""
+
+    repo_id: str
+    revision: str
+    allow_patterns: tuple[str, ...]
+    subfolder: str
+    required_files: tuple[str, ...] = ()  # relative to the subfolder
 
 
 @dataclass(frozen=True)
@@ -21,22 +35,59 @@ class WeightsEntry:
     """One checkpoint: which hub repository, which files, and the files that prove it is complete."""
 
     name: str
-    repo_id: str
-    revision: str
+    repo_id: str  # "" for project-trained weights that have no hub repository yet
+    revision: str  # a 40-hex commit where confirmed; "main" where it could not be confirmed (see catalog.py)
     allow_patterns: tuple[str, ...]
     required_files: tuple[str, ...]  # relative paths that must exist for the folder to be usable
     size_mb: int
     licence: str
     used_by: tuple[str, ...]
+    extra_sources: tuple[HubSource, ...] = ()
+    local_hint: str = ""  # for local-only entries: how to produce them
+
+    @property
+    def local_only(self) -> bool:
+        return not self.repo_id
+
+    @property
+    def sources(self) -> tuple[HubSource, ...]:
+        """Every repository this entry is built from; the first lands in the entry folder itself."""
+        if self.local_only:
+            return self.extra_sources
+        primary = HubSource(self.repo_id, self.revision, self.allow_patterns, "", self.required_files)
+        return (primary, *self.extra_sources)
+
+    def all_required_files(self) -> tuple[str, ...]:
+        """Required files of every source, relative to the entry folder."""
+        files = list(self.required_files)
+        for source in self.extra_sources:
+            files += [f"{source.subfolder}/{rel}" for rel in source.required_files]
+        return tuple(files)
 
 
-# Filled in and pinned by the download issue; the names and required files are what backends rely on.
+# Filled by catalog.py (imported at the bottom of this module); names and required files are what backends rely on.
 REGISTRY: dict[str, WeightsEntry] = {}
 
 
 def register(entry: WeightsEntry) -> WeightsEntry:
     REGISTRY[entry.name] = entry
     return entry
+
+
+def get_entry(name: str) -> WeightsEntry:
+    """The registered entry `name`, or one line listing the names that exist."""
+    if name not in REGISTRY:
+        raise WeightsMissingError(f"unknown weights '{name}'; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+def entries_for_backend(backend: str) -> list[str]:
+    """Names of the hub entries a backend (or `metrics`) needs, in download order."""
+    names = [entry.name for entry in REGISTRY.values() if backend in entry.used_by and not entry.local_only]
+    if not names:
+        known = sorted({user for entry in REGISTRY.values() for user in entry.used_by})
+        raise WeightsMissingError(f"no weights registered for '{backend}'; known: {', '.join(known)}")
+    return names
 
 
 def resolve_weights_dir(cli_value: Path | None = None) -> Path:
@@ -57,10 +108,15 @@ def missing_files(name: str, weights_dir: Path) -> list[str]:
     """Required files of entry `name` that are absent under weights_dir."""
     folder = entry_path(name, weights_dir)
     entry = REGISTRY.get(name)
-    required = entry.required_files if entry else ()
+    required = entry.all_required_files() if entry else ()
     if not folder.is_dir():
         return [str(folder)]
     return [rel for rel in required if not (folder / rel).exists()]
+
+
+def download_command(names: list[str], weights_dir: Path) -> str:
+    """The exact command that fetches `names` into weights_dir."""
+    return f"vedit download {' '.join(names)} --weights-dir {weights_dir}"
 
 
 def require(name: str, weights_dir: Path) -> Path:
@@ -68,8 +124,12 @@ def require(name: str, weights_dir: Path) -> Path:
     missing = missing_files(name, weights_dir)
     if missing:
         shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+        entry = REGISTRY.get(name)
+        action = entry.local_hint if entry and entry.local_only else f"run: {download_command([name], weights_dir)}"
         raise WeightsMissingError(
-            f"weights '{name}' are missing or incomplete in {weights_dir} (missing: {shown}); "
-            f"run: vedit download {name} --weights-dir {weights_dir}"
+            f"weights '{name}' are missing or incomplete in {weights_dir} (missing: {shown}); {action}"
         )
     return entry_path(name, weights_dir)
+
+
+from vedit_cli.weights import catalog  # noqa: E402,F401  (fills REGISTRY; imports this module's names)

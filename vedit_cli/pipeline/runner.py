@@ -83,14 +83,19 @@ def _get(items: queue.Queue, stop: threading.Event):
     return _END
 
 
+def _raise_failure(stages: tuple[_Stage, ...], stop: threading.Event) -> None:
+    """Re-raise the error of a failed stage in the main thread; complain if the pipeline stopped without one."""
+    for stage in stages:
+        if stage.error is not None:
+            raise stage.error
+    if stop.is_set():
+        raise RuntimeError("the pipeline was stopped")
+
+
 def _get_checked(items: queue.Queue, stop: threading.Event, stages: tuple[_Stage, ...]):
     """Get for the main thread: re-raise a failed stage's error as soon as it happens."""
     while True:
-        for stage in stages:
-            if stage.error is not None:
-                raise stage.error
-        if stop.is_set():
-            raise RuntimeError("the pipeline was stopped")
+        _raise_failure(stages, stop)
         try:
             return items.get(timeout=POLL_SECONDS)
         except queue.Empty:
@@ -266,10 +271,9 @@ def _run_threads(frames, num_frames, editor, sink, geometry, config, on_progress
     writer = _Stage("vedit-writer", lambda: _write_frames(outputs, sink, geometry, written, stop, on_progress), stop)
 
     def emit(frame_chw: torch.Tensor) -> None:
-        if writer.error is not None:
-            raise writer.error
+        _raise_failure((reader, writer), stop)
         if not _put(outputs, frame_chw, stop):
-            raise writer.error or RuntimeError("the writer stopped")
+            _raise_failure((reader, writer), stop)
 
     reader.start()
     writer.start()
@@ -279,8 +283,7 @@ def _run_threads(frames, num_frames, editor, sink, geometry, config, on_progress
         _put(outputs, _END, stop)
         while writer.is_alive():
             writer.join(POLL_SECONDS)
-        if writer.error is not None:
-            raise writer.error
+        _raise_failure((reader, writer), threading.Event())
     finally:
         stop.set()
         reader.join(JOIN_SECONDS)

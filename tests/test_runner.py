@@ -46,6 +46,10 @@ class FakeEditor(Editor):
         self.window_size, self.overlap = window_size, overlap
         self.calls: list[str] = []
         self.window_lengths: list[int] = []
+        self.seeks: list[int] = []
+
+    def seek(self, frame_index: int) -> None:
+        self.seeks.append(frame_index)
 
     def reset(self) -> None:
         self.calls.append("reset")
@@ -119,6 +123,7 @@ def test_window_of_one_edits_every_frame_in_order():
     for got, source in zip(sink.frames, frames):
         np.testing.assert_array_equal(got, negated(source))
     assert editor.calls == ["reset", "prepare:a prompt"] and editor.window_lengths == [1] * 25
+    assert editor.seeks == list(range(25))
     assert progress == list(range(1, 26))
     assert_no_runner_threads()
 
@@ -127,6 +132,7 @@ def test_overlapping_windows_are_blended_with_linear_weights():
     frames, editor = clip(40), WindowOffsetEditor(16, 4)
     sink, _ = run(frames, editor)
     assert editor.window_lengths == [16, 16, 16] and len(sink.frames) == 40
+    assert editor.seeks == [0, 12, 24]
     windows = plan_windows(40, 16, 4)
     offsets = np.zeros(40)
     for number, (window, weight) in enumerate(zip(windows, blend_weights(windows, 40)), start=1):

@@ -144,6 +144,9 @@ class _OverlapBlender:
         """Record that the frames of this window were given to the editor."""
         self.slots.extend((window_index, position) for position in range(len(self.windows[window_index])))
 
+    def _finished(self, frame: int) -> bool:
+        return self.received.get(frame) == self.coverage[frame]
+
     def accept(self, edited_tchw: torch.Tensor | None) -> None:
         """Take edited frames in order; emit every frame whose covering windows have all been returned."""
         if edited_tchw is None:
@@ -157,7 +160,7 @@ class _OverlapBlender:
             weighted = frame_chw.float() * weight if self.coverage[frame] > 1 else frame_chw
             self.sums[frame] = self.sums[frame] + weighted if frame in self.sums else weighted
             self.received[frame] = self.received.get(frame, 0) + 1
-        while self.next_frame < len(self.coverage) and self.received.get(self.next_frame) == self.coverage[self.next_frame]:
+        while self.next_frame < len(self.coverage) and self._finished(self.next_frame):
             del self.received[self.next_frame]
             self.emit(self.sums.pop(self.next_frame))
             self.next_frame += 1
@@ -201,6 +204,7 @@ def _edit_windows(editor: Editor, windows: list[range], num_frames: int, source:
         frames_tchw = source.take(window, num_frames)
         source.drop_before(windows[index + 1].start if index + 1 < len(windows) else num_frames)
         blender.expect(index)
+        editor.seek(window.start)
         blender.accept(editor.edit(frames_tchw))
         if len(blender.slots) > max(editor.latency, 0):
             raise FrameCountError(
@@ -279,7 +283,8 @@ def _run_threads(frames, num_frames, editor, sink, geometry, config, on_progress
     writer.start()
     try:
         windows = plan_windows(num_frames, editor.window_size, editor.overlap)
-        _edit_windows(editor, windows, num_frames, _InputWindow(inputs, (reader, writer), stop), _OverlapBlender(windows, num_frames, emit))
+        source = _InputWindow(inputs, (reader, writer), stop)
+        _edit_windows(editor, windows, num_frames, source, _OverlapBlender(windows, num_frames, emit))
         _put(outputs, _END, stop)
         while writer.is_alive():
             writer.join(POLL_SECONDS)

@@ -153,4 +153,91 @@ def save_tiny_clip(folder: Path, seed: int = 0, logit_scale: float = 2.6592, pro
     CLIPProcessor(image_processor=image_processor, tokenizer=_load_tokenizer(folder.parent / f"_tok_{folder.name}")).save_pretrained(
         str(processor_folder)
     )
+    image_processor.save_pretrained(str(processor_folder))  # preprocessor_config.json, as the hub repositories have it
+    (processor_folder / "processor_config.json").unlink(missing_ok=True)  # the hub repositories have none
+    return folder
+
+
+def tiny_controlnet(seed: int = 0):
+    """A ControlNet matching `tiny_unet(4)`; its hint encoder downsamples by 2, as the tiny VAE does."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    return ControlNetModel(
+        block_out_channels=(32, 64), layers_per_block=2, in_channels=4, cross_attention_dim=TEXT_HIDDEN,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), norm_num_groups=8, attention_head_dim=4,
+        conditioning_embedding_out_channels=(16, 32),
+    ).eval()
+
+
+def tiny_motion_adapter(seed: int = 0):
+    """An AnimateDiff MotionAdapter whose temporal layers fit `tiny_unet(4)` (channels 32, 64; 8 norm groups)."""
+    from diffusers import MotionAdapter
+
+    torch.manual_seed(seed)
+    return MotionAdapter(
+        block_out_channels=(32, 64), motion_layers_per_block=2, motion_mid_block_layers_per_block=1,
+        motion_num_attention_heads=2, motion_norm_num_groups=8, motion_max_seq_length=32, use_motion_mid_block=True,
+    ).eval()
+
+
+def save_controlnet(folder: Path, seed: int = 0) -> Path:
+    folder = Path(folder)
+    tiny_controlnet(seed).save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+def save_motion_adapter(folder: Path, seed: int = 0) -> Path:
+    folder = Path(folder)
+    tiny_motion_adapter(seed).save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+def save_unet_lora(folder: Path, seed: int = 0, rank: int = 4) -> Path:
+    """A peft LoRA on the attention projections of `tiny_unet(4)`, saved as diffusers' pytorch_lora_weights."""
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = tiny_unet(4, seed)
+    torch.manual_seed(seed + 1)  # init_lora_weights=False: B is random too, so the LoRA changes the output
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                        init_lora_weights=False)
+    unet.add_adapter(config)
+    folder = Path(folder)
+    StableDiffusionPipeline.save_lora_weights(str(folder), unet_lora_layers=get_peft_model_state_dict(unet),
+                                              safe_serialization=True)
+    return folder
+
+
+def save_lcm_lora(folder: Path, seed: int = 0, rank: int = 4) -> Path:
+    """A LoRA for `tiny_unet(4)` in the kohya key format of `latent-consistency/lcm-lora-sdv1-5`, non-zero weights."""
+    from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
+    from peft import LoraConfig, get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    unet = tiny_unet(4, seed)
+    torch.manual_seed(seed + 1)
+    targets = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
+               "conv2", "time_emb_proj"]
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights=False))
+    peft_state = {f"unet.{k}": v * 0.1 for k, v in get_peft_model_state_dict(unet).items()}
+    save_file({k: v.contiguous() for k, v in convert_state_dict_to_kohya(peft_state).items()},
+              str(folder / "pytorch_lora_weights.safetensors"))
+    return folder
+
+
+def save_svdiff_memory(folder: Path, seed: int = 0, output_scale: float = 0.5) -> Path:
+    """Memory weights for `tiny_unet(4)` with a NON-zero output projection, so the memory changes the output."""
+    from vedit_cli.models.memory_attention import WEIGHTS_FILE, MemoryConfig, UNetMemory, save_memory_weights
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed + 2)
+    memory = UNetMemory(MemoryConfig.for_unet(tiny_unet(4, seed)))
+    for block in memory.blocks:
+        torch.nn.init.normal_(block.attention.to_out[0].weight, std=output_scale / block.attention.to_out[0].in_features**0.5)
+    save_memory_weights(memory, folder / WEIGHTS_FILE)
     return folder

@@ -96,6 +96,7 @@ def save_instruct_pix2pix(folder: Path, seed: int = 0) -> Path:
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.save_pretrained(str(folder), safe_serialization=True)
+    _copy_vocab_files(folder.parent / f"_tok_{folder.name}", folder)
     return folder
 
 
@@ -111,6 +112,15 @@ def _load_tokenizer(folder: Path):
     return CLIPTokenizer.from_pretrained(str(write_tokenizer(folder)))
 
 
+def _copy_vocab_files(tokenizer_source: Path, pipeline_folder: Path) -> None:
+    """transformers 5 saves only tokenizer.json; hub checkpoints (and the weights catalog) have vocab.json +
+    merges.txt in tokenizer/: keep them, so tiny folders pass the same completeness checks as real ones."""
+    import shutil
+
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copyfile(tokenizer_source / name, pipeline_folder / "tokenizer" / name)
+
+
 def save_sd15(folder: Path, seed: int = 0) -> Path:
     """A diffusers-format text-to-image folder shaped like SD1.5 (unet in_channels 4, vae, text encoder, DDIM)."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
@@ -124,6 +134,7 @@ def save_sd15(folder: Path, seed: int = 0) -> Path:
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.save_pretrained(str(folder), safe_serialization=True)
+    _copy_vocab_files(folder.parent / f"_tok_{folder.name}", folder)
     return folder
 
 

@@ -1,0 +1,131 @@
+"""Components of the svdiff backend: SD1.5 + fused LCM-LoRA + TAESD + optional trained memory (SVDiff sec. 5.1).
+
+Loaded from local folders only (`weights.registry.require`), or built at real size with random weights for benchmarks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vedit_cli.config import ModelConfig
+from vedit_cli.errors import WeightsMissingError
+from vedit_cli.models.memory_attention import WEIGHTS_FILE, MemoryConfig, UNetMemory, load_memory_weights
+from vedit_cli.weights.registry import entry_path, require, resolve_weights_dir
+
+SD15 = "sd15"
+LCM_LORA = "lcm-lora-sdv1-5"
+TAESD = "taesd"
+MEMORY = "svdiff-memory"
+LCM_LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+@dataclass
+class SvdiffComponents:
+    """Everything one svdiff editor runs; `memory` is None without trained memory weights."""
+
+    unet: torch.nn.Module
+    taesd: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object | None  # None only for random-weights benchmarks (token values do not change the cost)
+    scheduler: object  # diffusers LCMScheduler
+    memory: UNetMemory | None
+    device: torch.device
+    dtype: torch.dtype
+    random: bool = False
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def load_components(config: ModelConfig) -> SvdiffComponents:
+    """Load SD1.5, fuse LCM-LoRA into its UNet, load TAESD and (when present) the trained memory."""
+    weights_dir = resolve_weights_dir(config.weights_dir)
+    sd15 = require(SD15, weights_dir)
+    lora_file = _require_file(LCM_LORA, LCM_LORA_FILE, weights_dir)
+    taesd_dir = require(TAESD, weights_dir)
+    memory_file = _optional_memory_file(weights_dir)
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    from diffusers import AutoencoderTiny, LCMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    unet = UNet2DConditionModel.from_pretrained(str(sd15), subfolder="unet")
+    fuse_lcm_lora(unet, lora_file)
+    memory = load_memory_weights(memory_file).attach(unet) if memory_file else None
+    return SvdiffComponents(
+        unet=unet, taesd=AutoencoderTiny.from_pretrained(str(taesd_dir)),
+        text_encoder=CLIPTextModel.from_pretrained(str(sd15), subfolder="text_encoder"),
+        tokenizer=load_tokenizer(sd15 / "tokenizer"),
+        scheduler=LCMScheduler.from_pretrained(str(sd15), subfolder="scheduler"),
+        memory=memory, device=device, dtype=dtype,
+    )
+
+
+def random_components(config: ModelConfig) -> SvdiffComponents:
+    """Real-size SD1.5 UNet (+ memory after each transformer block), TAESD and CLIP-L text encoder, random weights."""
+    from diffusers import LCMScheduler
+
+    from vedit_cli.models.architectures import build_taesd, build_text_encoder, build_unet
+
+    unet = build_unet(4, device="cpu")
+    memory = UNetMemory(MemoryConfig.for_unet(unet)).eval().requires_grad_(False).attach(unet)
+    device = resolve_device(config.device)
+    return SvdiffComponents(
+        unet=unet, taesd=build_taesd(device="cpu"), text_encoder=build_text_encoder(device="cpu"), tokenizer=None,
+        scheduler=LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),  # SD1.5's betas
+        memory=memory, device=device, dtype=resolve_dtype(config.dtype, device), random=True,
+    )
+
+
+def fuse_lcm_lora(unet: torch.nn.Module, lora_file: Path) -> None:
+    """Load LCM-LoRA (kohya or diffusers/peft keys) into the UNet through diffusers, fuse it, drop the adapter."""
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+
+    state_dict, network_alphas = StableDiffusionLoraLoaderMixin.lora_state_dict(
+        str(lora_file.parent), weight_name=lora_file.name, local_files_only=True
+    )
+    unet_keys = {k: v for k, v in state_dict.items() if not k.startswith("text_encoder")}
+    StableDiffusionLoraLoaderMixin.load_lora_into_unet(unet_keys, network_alphas, unet=unet, adapter_name="lcm")
+    unet.fuse_lora(lora_scale=1.0)
+    unet.unload_lora()
+
+
+def load_tokenizer(folder: Path):
+    """CLIPTokenizer from a local folder; refuse the empty tokenizer transformers returns for missing files."""
+    from transformers import CLIPTokenizer
+
+    if not (Path(folder) / "vocab.json").is_file():
+        raise WeightsMissingError(f"tokenizer files missing in {folder}; run: vedit download {SD15}")
+    tokenizer = CLIPTokenizer.from_pretrained(str(folder))
+    if len(tokenizer) <= 2:
+        raise WeightsMissingError(f"tokenizer in {folder} is empty (len {len(tokenizer)}); run: vedit download {SD15}")
+    return tokenizer
+
+
+def _require_file(name: str, relative: str, weights_dir: Path) -> Path:
+    path = require(name, weights_dir) / relative
+    if not path.is_file():
+        raise WeightsMissingError(
+            f"weights '{name}' are incomplete in {weights_dir} (missing: {path}); "
+            f"run: vedit download {name} --weights-dir {weights_dir}"
+        )
+    return path
+
+
+def _optional_memory_file(weights_dir: Path) -> Path | None:
+    """The trained memory weights when their folder exists (an incomplete folder is an error, not a silent skip)."""
+    if not entry_path(MEMORY, weights_dir).is_dir():
+        return None
+    return _require_file(MEMORY, WEIGHTS_FILE, weights_dir)

@@ -1,0 +1,62 @@
+"""Many clips to evaluate: a CSV or JSONL manifest (one row per edited clip), or a TGVE submission folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from vedit_cli.errors import EvaluationError
+from vedit_cli.metrics.evaluation import ClipToEvaluate
+
+COLUMNS = ("edited", "source", "prompt", "caption", "source_caption", "name")
+ALIASES = {"output": "edited", "input": "source", "edited_caption": "caption", "instruction": "prompt"}
+
+
+def read_manifest(path: Path) -> list[ClipToEvaluate]:
+    """Rows of a .csv (header line) or .jsonl (one object a line) manifest; relative paths are taken from the
+    manifest's folder. Columns: edited (required), source, prompt, caption, source_caption, name."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationError(f"{path}: manifest not found; give a .csv or .jsonl file")
+    rows = _read_jsonl(path) if path.suffix.lower() in (".jsonl", ".ndjson") else _read_csv(path)
+    clips = [_row_to_clip(row, path, number) for number, row in rows]
+    if not clips:
+        raise EvaluationError(f"{path}: manifest holds no rows")
+    return clips
+
+
+def _read_csv(path: Path) -> list[tuple[int, dict]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [(number, row) for number, row in enumerate(csv.DictReader(handle), start=2)]
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise EvaluationError(f"{path}:{number}: not valid JSON ({error.msg}); write one object per line") from None
+        if not isinstance(row, dict):
+            raise EvaluationError(f"{path}:{number}: expected a JSON object per line")
+        rows.append((number, row))
+    return rows
+
+
+def _row_to_clip(row: dict, manifest: Path, number: int) -> ClipToEvaluate:
+    fields = {ALIASES.get(key.strip(), key.strip()): (str(value).strip() if value is not None else "")
+              for key, value in row.items() if key}
+    unknown = sorted(set(fields) - set(COLUMNS))
+    if unknown:
+        raise EvaluationError(f"{manifest}:{number}: unknown column(s) {', '.join(unknown)}; known: {', '.join(COLUMNS)}")
+    if not fields.get("edited"):
+        raise EvaluationError(f"{manifest}:{number}: the 'edited' column is empty; every row needs the edited clip")
+    resolve = lambda value: (manifest.parent / value) if value else None  # noqa: E731  (absolute paths stay absolute)
+    text = lambda key: fields.get(key) or None  # noqa: E731
+    return ClipToEvaluate(
+        edited=resolve(fields["edited"]), source=resolve(fields.get("source", "")), prompt=text("prompt"),
+        caption=text("caption"), source_caption=text("source_caption"), name=text("name"),
+    )

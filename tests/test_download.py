@@ -221,3 +221,16 @@ def test_edit_policy_never_downloads_unless_allowed(hub, tmp_path):
     assert allowed.returncode == 0, allowed.stderr
     assert json.loads(allowed.stdout) == {"tiny-taesd": str(weights / "tiny-taesd")}
     assert (weights / "tiny-taesd" / ".vedit-verified.json").is_file()
+
+
+def test_hub_that_never_answers_fails_within_ten_seconds(tmp_path):
+    with socket.socket() as silent:  # accepts connections (kernel backlog) but never sends a byte
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        spec = entry_spec(FakeRepo("vedit-test/tiny-taesd", {"config.json": b"{}"}))
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        result = run_vedit(spec, ["download", "tiny-taesd", "--weights-dir", str(tmp_path / "w")], endpoint, tmp_path)
+        elapsed = time.monotonic() - started
+    assert result.returncode == 1 and elapsed < 10, (elapsed, result.stderr)
+    assert "cannot reach the hub" in one_error_line(result.stderr)

@@ -34,7 +34,7 @@ from vedit_cli.weights.registry import (
 )
 
 CONNECT_TIMEOUT_S = 4.0  # an unreachable hub must fail well inside 10 s
-API_TIMEOUT_S = 8.0
+API_TIMEOUT_S = 5.0  # metadata calls; file bodies use HF_HUB_DOWNLOAD_TIMEOUT
 ALLOW_DOWNLOAD_ENV = "VEDIT_ALLOW_DOWNLOAD"
 ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total) of the entry being fetched
 

@@ -38,7 +38,8 @@ class ModelConfig:
     overlap: int = 4  # eve: frames shared by neighbouring windows
     chunk_windows: int = 4  # eve: windows denoised together, latents blended every step (bounds memory)
     weights_dir: Path | None = None
-    allow_download: bool = False
+    allow_download: bool = False  # --download / VEDIT_ALLOW_DOWNLOAD=1: fetch missing weights (weights.hub.ensure_entries)
+    allow_unsafe_weights: bool = False  # --allow-unsafe-weights: load pickle (.bin/.ckpt) checkpoints too
 
     def validate(self) -> "ModelConfig":
         """Check ranges up front; every message says what was given and what is expected."""

@@ -102,6 +102,8 @@ def test_verified_entry_loads_and_a_changed_file_is_refused(tmp_path):
     weights.touch()  # a changed mtime makes even the quick check re-hash
     with pytest.raises(WeightsIntegrityError, match="refusing to load"):
         ensure_entries(["taesd"], tmp_path, allow_download=False)
+    with pytest.raises(WeightsIntegrityError, match="refusing to load"):
+        require("taesd", tmp_path)  # what backends call right before from_pretrained
     assert entry_status("taesd", tmp_path) == "corrupt"
 
 

@@ -123,11 +123,16 @@ def verify_entry(name: str, weights_dir: Path, full: bool = False, allow_unsafe:
     get_entry(name)  # an unknown name is a user error, reported like the others
     folder = entry_path(name, weights_dir)
     check_safetensors_only(folder, allow_unsafe)
+    return verify_manifest(folder, full)
+
+
+def verify_manifest(folder: Path, full: bool = False) -> str:
+    """Check a folder's files against its manifest: "verified", or "unverified" when it has none."""
     manifest = read_manifest(folder)
     if manifest is None:
         return "unverified"
     for relative, record in manifest["files"].items():
-        _check_recorded_file(folder / relative, record, full)
+        _check_recorded_file(Path(folder) / relative, record, full)
     return "verified"
 
 

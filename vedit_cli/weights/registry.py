@@ -129,6 +129,9 @@ def require(name: str, weights_dir: Path) -> Path:
         raise WeightsMissingError(
             f"weights '{name}' are missing or incomplete in {weights_dir} (missing: {shown}); {action}"
         )
+    from vedit_cli.weights.integrity import verify_manifest
+
+    verify_manifest(entry_path(name, weights_dir))  # a downloaded file that changed since it was verified is refused
     return entry_path(name, weights_dir)
 
 

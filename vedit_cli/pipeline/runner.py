@@ -183,6 +183,8 @@ class _InputWindow:
             self.frames.append(item)
             self.read += 1
         offset = window.start - self.first
+        if len(window) == 1:
+            return self.frames[offset].unsqueeze(0)
         return torch.stack([self.frames[offset + index] for index in range(len(window))])
 
     def drop_before(self, frame: int) -> None:

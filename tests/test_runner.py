@@ -292,3 +292,21 @@ def test_source_iterator_is_closed_when_editing_fails():
         run(source(), Failing(), num_frames=100)
     assert_no_runner_threads()
     assert closed == [True]
+
+
+def test_source_is_closed_when_prepare_fails():
+    closed = []
+
+    def source():
+        try:
+            yield from clip(10)
+        finally:
+            closed.append(True)
+
+    class FailingPrepare(FakeEditor):
+        def prepare(self, prompt):
+            raise RuntimeError("no weights")
+
+    with pytest.raises(RuntimeError, match="no weights"):
+        run(source(), FailingPrepare(), num_frames=10)
+    assert closed == [True]

@@ -114,9 +114,7 @@ def _read_frames(frames: Iterator[np.ndarray], geometry: FrameGeometry, num_fram
             count += 1
         _put(inputs, _END, stop)
     finally:
-        close = getattr(frames, "close", None)
-        if close is not None:
-            close()
+        _close(frames)
 
 
 def _write_frames(outputs: queue.Queue, sink: FrameSink, geometry: FrameGeometry, counter: list[int], stop,
@@ -235,14 +233,18 @@ def run_clip(
     """
     started = time.perf_counter()
     iterator = iter(frames)
-    first = next(iterator, None)
-    if first is None:
-        if num_frames:
-            raise FrameCountError(f"decoded 0 of the {num_frames} probed frames; not writing output")
-        return ClipStats(0, 0, time.perf_counter() - started, None)
-    geometry = _geometry(first, editor, config, output_size)
-    editor.reset()
-    editor.prepare(prompt)
+    try:  # until the reader thread owns the source, close it here on any failure (stops a decoder process)
+        first = next(iterator, None)
+        if first is None:
+            if num_frames:
+                raise FrameCountError(f"decoded 0 of the {num_frames} probed frames; not writing output")
+            return ClipStats(0, 0, time.perf_counter() - started, None)
+        geometry = _geometry(first, editor, config, output_size)
+        editor.reset()
+        editor.prepare(prompt)
+    except BaseException:
+        _close(iterator)
+        raise
     written = _run_threads(_chain(first, iterator), num_frames, editor, sink, geometry, config, on_progress)
     return ClipStats(num_frames, written, time.perf_counter() - started, geometry)
 
@@ -262,9 +264,14 @@ def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray
         yield first
         yield from rest
     finally:
-        close = getattr(rest, "close", None)
-        if close is not None:
-            close()
+        _close(rest)
+
+
+def _close(frames: Iterator[np.ndarray]) -> None:
+    """Close a generator source (its finally blocks stop decoders); plain iterators need nothing."""
+    close = getattr(frames, "close", None)
+    if close is not None:
+        close()
 
 
 def _run_threads(frames, num_frames, editor, sink, geometry, config, on_progress) -> int:

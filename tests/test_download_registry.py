@@ -32,7 +32,8 @@ def fake_entry_folder(weights_dir, name: str, with_manifest: bool) -> None:
         path.write_bytes(f"contents of {relative}".encode())
         records[relative] = manifest_record(folder, relative, sha256_of(path))
     if with_manifest:
-        write_manifest(folder, [{"repo_id": REGISTRY[name].repo_id, "commit": "0" * 40}], records)
+        sources = [{"repo_id": s.repo_id, "revision": s.revision, "commit": "0" * 40} for s in REGISTRY[name].sources]
+        write_manifest(folder, sources, records)
 
 
 def test_backends_map_to_the_entries_they_load():
@@ -105,6 +106,17 @@ def test_verified_entry_loads_and_a_changed_file_is_refused(tmp_path):
     with pytest.raises(WeightsIntegrityError, match="refusing to load"):
         require("taesd", tmp_path)  # what backends call right before from_pretrained
     assert entry_status("taesd", tmp_path) == "corrupt"
+
+
+def test_entry_verified_at_another_pin_is_outdated_and_fetched_again(tmp_path):
+    fake_entry_folder(tmp_path, "taesd", with_manifest=True)
+    manifest_path = tmp_path / "taesd" / ".vedit-verified.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["sources"][0]["revision"] = "f" * 40
+    manifest_path.write_text(json.dumps(manifest))
+    assert entry_status("taesd", tmp_path) == "outdated"
+    with pytest.raises(DownloadError, match="offline"):  # so `vedit download taesd` goes to the hub again
+        download_entry("taesd", tmp_path)
 
 
 def test_pickle_checkpoints_are_refused_unless_explicitly_allowed(tmp_path):

@@ -73,16 +73,27 @@ def hub_endpoint() -> str:
 
 
 def entry_status(name: str, weights_dir: Path) -> str:
-    """absent | incomplete | verified | unverified (placed by hand, no manifest) | corrupt."""
+    """absent | incomplete | verified | unverified (placed by hand, no manifest) | outdated (other pin) | corrupt."""
     folder = entry_path(name, weights_dir)
     if not folder.is_dir():
         return "absent"
     if missing_files(name, weights_dir):
         return "incomplete"
     try:
-        return verify_entry(name, weights_dir)
+        status = verify_entry(name, weights_dir)
     except WeightsIntegrityError:
         return "corrupt"
+    if status == "verified" and _pinned_sources(read_manifest(folder)) != _registry_sources(get_entry(name)):
+        return "outdated"
+    return status
+
+
+def _pinned_sources(manifest: dict | None) -> list[tuple[str, str]]:
+    return [(source["repo_id"], source["revision"]) for source in (manifest or {}).get("sources", [])]
+
+
+def _registry_sources(entry: WeightsEntry) -> list[tuple[str, str]]:
+    return [(source.repo_id, source.revision) for source in entry.sources]
 
 
 def plan_entry(name: str, weights_dir: Path) -> list[SourcePlan]:

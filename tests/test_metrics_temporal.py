@@ -103,3 +103,17 @@ def test_edited_frames_of_another_size_are_resized_to_the_source(source_clip, co
 def test_length_mismatch_is_an_evaluation_error(source_clip, consistent_edit):
     with pytest.raises(EvaluationError, match="differ in length"):
         warp_error(source_clip, consistent_edit[:-1])
+
+
+def test_real_clip_identity_edit_beats_a_flickering_copy(shared_videos):
+    """On a real TGVE clip (decoded through vedit_cli.io), the unedited source is steadier than a flickered copy."""
+    pytest.importorskip("vedit_cli.io.decode")
+    from itertools import islice
+
+    from vedit_cli.metrics.frames import iter_frames
+
+    source = list(islice(iter_frames(shared_videos / "tgve" / "videos" / "gold-fish.mp4"), 6))
+    assert source[0].shape == (480, 480, 3) and source[0].dtype == np.uint8
+    steady = warp_error(source, source)
+    assert steady < 5e-3
+    assert warp_error(source, with_flicker(source, 8)) > steady + 2 * 3 * (8 / 255) ** 2 * 0.5

@@ -120,21 +120,30 @@ def _print_table(report: dict) -> None:
         cells = [_cell(result, metric) for metric in columns]
         table.add_row(result["name"], *cells)
     if len(report["clips"]) > 1:
-        table.add_row("mean", *[f"{report['mean'][m]['mean']:.4f}" for m in columns], style="bold")
+        table.add_row("mean", *[f"{report['mean'][m]['mean']:.5g}" for m in columns], style="bold")
     console = Console()
     console.print(table)
-    for metric, text in report["conventions"].items():
-        console.print(f"{metric}: {text}", markup=False, highlight=False, style="dim")
-    reasons = {(m, why) for r in report["clips"] for m, why in r.get("unavailable", {}).items() if not m.startswith("viclip")}
-    for metric, why in sorted(reasons):
-        console.print(f"{metric} not computed: {why}", markup=False, highlight=False, style="yellow")
+    for metric in columns:
+        console.print(f"{metric}: {report['conventions'][metric]}", markup=False, highlight=False, style="dim")
+    for why, metrics in _unavailable_by_reason(report["clips"]).items():
+        console.print(f"not computed ({', '.join(metrics)}): {why}", markup=False, highlight=False, style="yellow")
+
+
+def _unavailable_by_reason(results: list[dict]) -> dict[str, list[str]]:
+    """Each distinct reason once, with the metrics it stops."""
+    grouped: dict[str, list[str]] = {}
+    for result in results:
+        for metric, why in result.get("unavailable", {}).items():
+            if metric not in grouped.setdefault(why, []):
+                grouped[why].append(metric)
+    return grouped
 
 
 def _cell(result: dict, metric: str) -> str:
     if result.get("error"):
         return "error"
     value = result["metrics"].get(metric)
-    return f"{value:.4f}" if value is not None else "n/a"
+    return f"{value:.5g}" if value is not None else "n/a"
 
 
 def register(app: typer.Typer) -> None:

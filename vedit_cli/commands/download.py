@@ -59,7 +59,8 @@ def _fetch(name: str, root: Path, force: bool, as_json: bool):
     plans = plan_entry(name, root)
     total = sum(plan.total_bytes for plan in plans)
     files = sum(len(plan.files) for plan in plans)
-    console.print(f"{name}: {files} files, {total / 1e6:,.1f} MB from {entry.repo_id}@{plans[0].commit[:12]} -> {root / name}", soft_wrap=True)
+    source = f"{entry.repo_id}@{plans[0].commit[:12]}"
+    console.print(f"{name}: {files} files, {total / 1e6:,.1f} MB from {source} -> {root / name}", soft_wrap=True)
     columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
     with Progress(*columns, console=console, transient=as_json) as progress:

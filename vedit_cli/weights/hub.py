@@ -143,7 +143,8 @@ def ensure_entries(
     missing = [name for name in names if entry_status(name, weights_dir) in ("absent", "incomplete")]
     local_only = [name for name in missing if get_entry(name).local_only]
     if local_only:
-        raise WeightsMissingError(f"weights '{local_only[0]}' not found in {weights_dir}: {get_entry(local_only[0]).local_hint}")
+        hint = get_entry(local_only[0]).local_hint
+        raise WeightsMissingError(f"weights '{local_only[0]}' not found in {weights_dir}: {hint}")
     if missing and not allow_download:
         raise WeightsMissingError(
             f"weights {', '.join(missing)} missing in {weights_dir} (looked for {entry_path(missing[0], weights_dir)}); "

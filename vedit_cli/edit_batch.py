@@ -82,10 +82,18 @@ def _check_inputs(outcomes: list[ClipOutcome], config: EditConfig, debug: bool) 
 
 
 def _create_editor(config: EditConfig, runnable: list[ClipOutcome]):
+    """Resolve (and, when allowed, download and verify) the backend's checkpoints, then load it once."""
     if not runnable:
         return None
-    from vedit_cli.backends.base import create_editor
+    from vedit_cli.backends.base import backend_class, create_editor
 
+    if backend_class(config.model.backend).needs_weights:
+        from vedit_cli.weights.hub import download_allowed, ensure_entries
+        from vedit_cli.weights.registry import entries_for_backend, resolve_weights_dir
+
+        model = config.model
+        ensure_entries(entries_for_backend(model.backend), resolve_weights_dir(model.weights_dir),
+                       download_allowed(model.allow_download), allow_unsafe=model.allow_unsafe_weights)
     return create_editor(config.model)
 
 

@@ -31,6 +31,7 @@ class Editor(ABC):
     latency: int = 0
     size_multiple: int = 8  # H and W given to `edit` are multiples of this
     needs_prompt: bool = True
+    needs_weights: bool = True  # False: no checkpoints (copy backend), so nothing to resolve or download
     resizes: bool = True  # False: the runner hands frames at the source size (copy backend: bit-exact path)
     description: str = ""  # one line the CLI shows, e.g. "movie teacher, 10 steps x 3 passes, full VAE"
 
@@ -74,6 +75,11 @@ def _backend_class(name: str) -> type[Editor]:
         raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(available_backends())}") from None
     module_name, class_name = target.split(":")
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def backend_class(name: str) -> type[Editor]:
+    """The editor class registered under `name` (imports only that backend's module)."""
+    return _backend_class(name)
 
 
 def backend_needs_prompt(name: str) -> bool:

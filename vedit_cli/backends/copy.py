@@ -10,6 +10,7 @@ from vedit_cli.config import ModelConfig
 
 class CopyEditor(Editor):
     needs_prompt = False
+    needs_weights = False
     size_multiple = 1
     resizes = False
     description = "copy: frames pass through unchanged (no model)"

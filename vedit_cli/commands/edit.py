@@ -39,6 +39,7 @@ def edit(
     overlap: Annotated[int, typer.Option(help="eve: frames shared by neighbouring windows.")] = _MODEL.overlap,
     weights_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint folder.", envvar="VEDIT_WEIGHTS")] = None,
     download: Annotated[bool, typer.Option("--download/--no-download", help="Download missing weights.", envvar="VEDIT_ALLOW_DOWNLOAD")] = _MODEL.allow_download,
+    allow_unsafe_weights: Annotated[bool, typer.Option(help="Also load pickle (.bin/.ckpt) checkpoints: only from sources you trust.")] = _MODEL.allow_unsafe_weights,
     codec: Annotated[str, typer.Option(help="Video encoder: libx264, libx265 or libvpx-vp9.")] = _ENCODE.codec,
     crf: Annotated[int, typer.Option(help="Encoder quality (lower is better).")] = _ENCODE.crf,
     preset: Annotated[str, typer.Option(help="Encoder speed preset.")] = _ENCODE.preset,
@@ -60,6 +61,7 @@ def edit(
         seed=seed, size=size, device=device, dtype=dtype, vae=vae, movie_mode=movie_mode, anchor=anchor,
         keyframe_interval=keyframe_interval, caption=caption, controlnet_scale=controlnet_scale,
         lora_scale=lora_scale, window=window, overlap=overlap, weights_dir=weights_dir, allow_download=download,
+        allow_unsafe_weights=allow_unsafe_weights,
     )
     config = EditConfig(
         model=model, encode=EncodeConfig(codec=codec, crf=crf, preset=preset), output_size=output_size,

@@ -1,0 +1,104 @@
+"""What a benchmark measures: the reference pipeline and each backend, built on the resolved device and dtype."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, replace
+
+import torch
+
+from vedit_cli.backends.base import BACKENDS, Editor
+from vedit_cli.config import BenchmarkConfig, ModelConfig
+from vedit_cli.errors import ConfigError, VeditError
+
+NOT_BENCHMARKED = ("copy",)  # no model: nothing to measure
+DEFAULT_MODES = {"movie": "student"}  # the row the papers compare: MoViE's one-step student
+CPU_SIZE, GPU_SIZE = 256, 512
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The resolved settings every row shares."""
+
+    device: torch.device
+    dtype: torch.dtype
+    size: int
+
+
+def resolve_setup(config: BenchmarkConfig) -> Setup:
+    """auto device: CUDA when present; auto dtype: float16 on CUDA, float32 elsewhere; auto size by device."""
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    if config.flops_only:
+        device = torch.device("cpu")  # FLOPs do not depend on the device; stage modules run on meta
+    name = config.dtype if config.dtype != "auto" else ("float16" if device.type == "cuda" else "float32")
+    size = config.size or (GPU_SIZE if device.type == "cuda" else CPU_SIZE)
+    return Setup(device=device, dtype=getattr(torch, name), size=size)
+
+
+def default_specs() -> list[str]:
+    """Every registered backend with a model, in the mode the papers report."""
+    names = [name for name in sorted(BACKENDS) if name not in NOT_BENCHMARKED]
+    return [f"{name}:{DEFAULT_MODES[name]}" if name in DEFAULT_MODES else name for name in names]
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """`movie:student` -> ("movie", "student"); `svdiff` -> ("svdiff", None)."""
+    name, _, mode = spec.partition(":")
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r} in --backend {spec!r}; choose among {', '.join(sorted(BACKENDS))}")
+    if mode and name != "movie":
+        raise ConfigError(f"--backend {spec!r}: only movie has modes (movie:teacher, movie:student)")
+    return name, mode or None
+
+
+def model_config(spec: str, config: BenchmarkConfig, setup: Setup) -> ModelConfig:
+    name, mode = parse_spec(spec)
+    model = ModelConfig(backend=name, size=setup.size, device=setup.device.type, dtype=str(setup.dtype).removeprefix("torch."),
+                        seed=config.seed, weights_dir=config.weights_dir)
+    return replace(model, movie_mode=mode) if mode else model
+
+
+def build_backend(spec: str, config: BenchmarkConfig, setup: Setup) -> Editor:
+    """The backend's editor: real-size random weights, or its downloaded weights (WeightsMissingError if absent)."""
+    model = model_config(spec, config, setup).validate()
+    module_name, class_name = BACKENDS[model.backend].split(":")
+    try:
+        editor_class = getattr(importlib.import_module(module_name), class_name)
+    except ModuleNotFoundError as error:
+        if error.name != module_name:
+            raise
+        raise ConfigError(f"backend {model.backend!r} is not part of this build of vedit yet") from None
+    if not config.random_weights:
+        return editor_class.from_config(model)
+    try:
+        return editor_class.random_weights(model)
+    except NotImplementedError as error:
+        raise ConfigError(f"backend {model.backend!r} cannot build random weights: {error}") from None
+
+
+def build_reference(config: BenchmarkConfig, setup: Setup):
+    """The stock InstructPix2Pix pipeline recipe; with --flops-only its heavy modules are built on meta."""
+    from vedit_cli.benchmark.reference import ReferenceEditor, downloaded_pipeline, random_weights_pipeline
+    from vedit_cli.weights.registry import resolve_weights_dir
+
+    if config.random_weights:
+        pipeline = random_weights_pipeline(setup.dtype, meta_stages=config.flops_only)
+    else:
+        pipeline = downloaded_pipeline(resolve_weights_dir(config.weights_dir), setup.dtype)
+    if not config.flops_only:
+        pipeline = pipeline.to(setup.device)
+    defaults = ModelConfig()
+    return ReferenceEditor(pipeline, setup.device, config.reference_steps, defaults.guidance_scale,
+                           defaults.image_guidance_scale, config.seed)
+
+
+def try_build_backend(spec: str, config: BenchmarkConfig, setup: Setup, explicit: bool) -> tuple[Editor | None, str]:
+    """Build a row's editor; a backend that cannot be built is skipped with its reason unless it was asked for."""
+    try:
+        return build_backend(spec, config, setup), ""
+    except VeditError as error:
+        if explicit:
+            raise
+        return None, str(error)

@@ -38,7 +38,7 @@ def main() -> None:
     """Console entry point: VeditError -> one line on stderr and exit 1; VEDIT_DEBUG=1 shows tracebacks."""
     _register_commands()
     try:
-        app(standalone_mode=False)
+        exit_code = app(standalone_mode=False)  # click returns typer.Exit's code instead of exiting
     except VeditError as error:
         if os.environ.get("VEDIT_DEBUG") == "1":
             raise
@@ -62,6 +62,7 @@ def main() -> None:
             raise
         print(f"vedit: internal error: {type(error).__name__}: {error} (set VEDIT_DEBUG=1 for the traceback)", file=sys.stderr)
         sys.exit(2)
+    sys.exit(exit_code if isinstance(exit_code, int) else 0)
 
 
 if __name__ == "__main__":

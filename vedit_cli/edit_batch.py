@@ -115,9 +115,11 @@ def _edit_one(outcome, info, editor, config, observer, evaluate: bool, debug: bo
 
 
 def _evaluate(job: ClipJob) -> dict[str, Any]:
-    from vedit_cli.metrics.evaluate import evaluate_clip
+    from vedit_cli.metrics.evaluation import evaluate_clip
 
-    return evaluate_clip(job.output_path, source_path=job.input_path, prompt=job.prompt, metrics=("warp_error", "flicker"))
+    report = evaluate_clip(job.output_path, source_path=job.input_path, prompt=job.prompt,
+                           metrics=("warp_error", "flicker"))
+    return report["metrics"]
 
 
 def _fail(outcome: ClipOutcome, error: BaseException, debug: bool) -> None:

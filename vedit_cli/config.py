@@ -124,7 +124,7 @@ class BenchmarkConfig:
     repeats: int = 3  # timed clips after the warm-up; min/median/max over them
     warmup: int = 1  # untimed frames first
     device: str = "auto"
-    dtype: str = "auto"  # auto: float16 on CUDA, float32 elsewhere
+    dtype: str = "auto"  # auto: as `vedit edit` (float16 on GPU, bfloat16 on CPU)
     random_weights: bool = False  # real-size architectures with random weights: no download needed
     flops_only: bool = False  # meta-device FLOP counts only: no timing, seconds even at 480x480
     reference: bool = True  # add the diffusers InstructPix2Pix row (10 steps x 3 passes, full VAE)

@@ -1,15 +1,18 @@
 """FLOPs per stage with torch's flop counter (a multiply-add counts 2; norms, activations and softmax are free).
 
-Stage modules can be moved to the meta device first: they then run shape-only (seconds, even at 480x480) while the
-backend's glue (scheduler, guidance arithmetic) runs on its real device with zero tensors standing in for stage
-outputs. The math attention path is forced while counting: torch's counter has no formula for the fused CPU kernel
-and would read the UNet 14% low (FACTS.md).
+With `shape_only`, each outermost stage call runs on the meta device: its parameters are swapped for meta
+stand-ins (torch.func.functional_call) and its inputs moved to meta, so it costs no arithmetic (seconds, even at
+480x480), and the caller gets zeros of the right shape on its own device. The backend's glue (scheduler,
+guidance arithmetic) keeps running on real tensors and its weights stay where they are. The math attention path
+is forced while counting: torch's counter has no formula for the fused CPU kernel and would read the UNet 14% low
+(FACTS.md).
 """
 
 from __future__ import annotations
 
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from itertools import chain
 
 import torch
 from torch.utils._pytree import tree_map_only
@@ -23,12 +26,12 @@ OTHER = "other"  # counted work outside every stage module (quant convs, glue): 
 class StageCounts:
     """FLOPs, calls and passes (batch items summed over calls) of each stage, over some span of work."""
 
-    flops: dict[str, int] = field(default_factory=dict)
-    calls: dict[str, int] = field(default_factory=dict)
-    passes: dict[str, int] = field(default_factory=dict)
+    flops: dict[str, float] = field(default_factory=dict)
+    calls: dict[str, float] = field(default_factory=dict)
+    passes: dict[str, float] = field(default_factory=dict)
 
     @property
-    def total(self) -> int:
+    def total(self) -> float:
         return sum(self.flops.values())
 
     def scaled(self, divisor: int) -> "StageCounts":
@@ -40,23 +43,60 @@ class StageCounts:
         )
 
 
-def move_to_meta(stage_modules: dict[str, torch.nn.Module]) -> None:
-    """Free the stage modules' weights: from now on they only compute shapes (and FLOPs)."""
-    for module in stage_modules.values():
-        module.to("meta")
+class ShapeOnlyCalls:
+    """While active, the outermost call of each stage module computes on meta and returns zeros to its caller."""
+
+    def __init__(self, stage_modules: dict[str, torch.nn.Module]):
+        self.modules = list(stage_modules.values())
+        self.inside = False
+        self.saved: list[tuple[torch.nn.Module, object]] = []
+
+    def __enter__(self) -> "ShapeOnlyCalls":
+        for module in self.modules:
+            self.saved.append((module, module.__dict__.get("forward")))
+            module.forward = self._shape_only_forward(module, module.forward)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for module, instance_forward in self.saved:
+            del module.forward
+            if instance_forward is not None:
+                module.forward = instance_forward
+        self.saved.clear()
+
+    def _shape_only_forward(self, module: torch.nn.Module, real_forward):
+        def forward(*args, **kwargs):
+            if self.inside:  # nested stage call, or functional_call re-entering: already on meta
+                return real_forward(*args, **kwargs)
+            batch = first_tensor(args, kwargs)
+            caller_device = batch.device if batch is not None else torch.device("cpu")
+            meta_state = {name: torch.empty_like(tensor, device="meta") for name, tensor in
+                          chain(module.named_parameters(), module.named_buffers())}
+            meta_args, meta_kwargs = tree_map_only(torch.Tensor, lambda t: t.to("meta"), (args, kwargs))
+            self.inside = True
+            try:
+                output = torch.func.functional_call(module, meta_state, meta_args, meta_kwargs, strict=False)
+            finally:
+                self.inside = False
+            return tree_map_only(torch.Tensor, lambda t: _zeros_like_on(t, caller_device), output)
+
+        return forward
+
+
+def _zeros_like_on(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return torch.zeros(tensor.shape, dtype=tensor.dtype, device=device) if tensor.is_meta else tensor
 
 
 class FlopProbe:
     """Counts FLOPs by stage while active; `take()` returns the counts since the previous `take()`."""
 
-    def __init__(self, stage_modules: dict[str, torch.nn.Module], redirect_to_meta: bool = False):
-        self.redirect_to_meta = redirect_to_meta
+    def __init__(self, stage_modules: dict[str, torch.nn.Module], shape_only: bool = True):
         self.hooks = StageHooks(stage_modules, self._enter_stage, self._exit_stage)
+        self.shape_only = ShapeOnlyCalls(stage_modules) if shape_only else None
         self.counter = None
         self.stack = ExitStack()
         self.pending = StageCounts()
         self.stage_started_at = 0
-        self.caller_device: torch.device | None = None
         self.taken_total = 0
 
     def __enter__(self) -> "FlopProbe":
@@ -68,6 +108,8 @@ class FlopProbe:
         self.stack.enter_context(sdpa_kernel(SDPBackend.MATH))
         self.stack.enter_context(self.counter)
         self.stack.enter_context(self.hooks)
+        if self.shape_only is not None:
+            self.stack.enter_context(self.shape_only)
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -81,21 +123,13 @@ class FlopProbe:
         self.taken_total = total
         return counts
 
-    def _enter_stage(self, stage: str, args: tuple, kwargs: dict):
+    def _enter_stage(self, stage: str, args: tuple, kwargs: dict) -> None:
         self.stage_started_at = self.counter.get_total_flops()
         batch = first_tensor(args, kwargs)
         self.pending.calls[stage] = self.pending.calls.get(stage, 0) + 1
-        self.pending.passes[stage] = self.pending.passes.get(stage, 0) + (batch.shape[0] if batch is not None and batch.dim() else 1)
-        self.pending.flops.setdefault(stage, 0)
-        if not self.redirect_to_meta or batch is None or batch.is_meta:
-            self.caller_device = None
-            return None
-        self.caller_device = batch.device
-        return tree_map_only(torch.Tensor, lambda t: t.to("meta"), (args, kwargs))
+        passes = batch.shape[0] if batch is not None and batch.dim() else 1
+        self.pending.passes[stage] = self.pending.passes.get(stage, 0) + passes
 
-    def _exit_stage(self, stage: str, output):
-        self.pending.flops[stage] += self.counter.get_total_flops() - self.stage_started_at
-        if self.caller_device is None:
-            return None
-        device = self.caller_device
-        return tree_map_only(torch.Tensor, lambda t: torch.zeros(t.shape, dtype=t.dtype, device=device), output)
+    def _exit_stage(self, stage: str, output) -> None:
+        spent = self.counter.get_total_flops() - self.stage_started_at
+        self.pending.flops[stage] = self.pending.flops.get(stage, 0) + spent

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vedit_cli.backends.base import Editor
-from vedit_cli.benchmark.flops import FlopProbe, StageCounts, move_to_meta
+from vedit_cli.benchmark.flops import FlopProbe, StageCounts
 from vedit_cli.benchmark.memory import read_peaks, reset_peaks
 from vedit_cli.benchmark.timing import StageTimer, make_clock
 
@@ -46,13 +46,10 @@ def run_clip(editor: Editor, clip_tchw: torch.Tensor) -> None:
     editor.flush()
 
 
-def count_flops(editor: Editor, clip_tchw: torch.Tensor, prompt: str, on_meta: bool = True) -> FlopResult:
-    """FLOPs of one clip; `on_meta` first moves the stage modules to meta (fast, frees their weights for good)."""
-    stages = editor.stage_modules()
-    if on_meta:
-        move_to_meta(stages)
+def count_flops(editor: Editor, clip_tchw: torch.Tensor, prompt: str, shape_only: bool = True) -> FlopResult:
+    """FLOPs of one clip; `shape_only` runs the stage modules on meta (seconds; the outputs are zeros)."""
     editor.reset()
-    with FlopProbe(stages, redirect_to_meta=on_meta) as probe:
+    with FlopProbe(editor.stage_modules(), shape_only=shape_only) as probe:
         editor.prepare(prompt)
         per_clip = probe.take()
         run_clip(editor, clip_tchw)

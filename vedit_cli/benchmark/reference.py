@@ -21,35 +21,24 @@ SCHEDULER_CONFIG = dict(  # timbrooks/instruct-pix2pix scheduler/scheduler_confi
 )
 
 
-def _pipeline_class():
-    """The stock pipeline; only the device its glue runs on is pinned, so stage modules may sit on meta."""
-    from diffusers import StableDiffusionInstructPix2PixPipeline
-
-    class PinnedDevicePipeline(StableDiffusionInstructPix2PixPipeline):
-        glue_device: torch.device | None = None
-
-        @property
-        def _execution_device(self):
-            return self.glue_device or super()._execution_device
-
-    return PinnedDevicePipeline
-
-
 def random_weights_pipeline(dtype: torch.dtype, meta_stages: bool = False):
     """Real-size InstructPix2Pix (SD1.5 UNet with 8 input channels, SD VAE, CLIP ViT-L/14 text) with random weights.
 
-    `meta_stages`: the UNet and text encoder are built on meta (no memory, no init); the small VAE is built on
-    CPU because its quant convs run outside the stage modules (FLOP counting moves its encoder/decoder to meta).
+    `meta_stages`: the UNet is built on meta (no memory, no init: FLOP counts only); the text encoder and the VAE
+    stay on CPU, because the pipeline runs its glue on its first component's device (the text encoder) and the
+    VAE's quant convs run outside the stage modules.
     """
     from diffusers import EulerAncestralDiscreteScheduler
 
     from vedit_cli.benchmark.tokenizer import byte_level_clip_tokenizer
     from vedit_cli.models.architectures import build_text_encoder, build_unet, build_vae
 
-    heavy_device = "meta" if meta_stages else "cpu"
-    return _pipeline_class()(
-        vae=build_vae("cpu", dtype), text_encoder=build_text_encoder(heavy_device, dtype),
-        tokenizer=byte_level_clip_tokenizer(), unet=build_unet(8, heavy_device, dtype),
+    unet_device = "meta" if meta_stages else "cpu"
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    return StableDiffusionInstructPix2PixPipeline(
+        vae=build_vae("cpu", dtype), text_encoder=build_text_encoder("cpu", dtype),
+        tokenizer=byte_level_clip_tokenizer(), unet=build_unet(8, unet_device, dtype),
         scheduler=EulerAncestralDiscreteScheduler(**SCHEDULER_CONFIG),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
@@ -62,10 +51,9 @@ def downloaded_pipeline(weights_dir: Path, dtype: torch.dtype):
     from vedit_cli.weights.registry import require
 
     folder = require(PIPELINE_FOLDER, weights_dir)
-    stock = StableDiffusionInstructPix2PixPipeline.from_pretrained(
+    return StableDiffusionInstructPix2PixPipeline.from_pretrained(
         str(folder), torch_dtype=dtype, safety_checker=None, requires_safety_checker=False, use_safetensors=True,
     )
-    return _pipeline_class()(**{**stock.components, "requires_safety_checker": False})
 
 
 class ReferenceEditor(Editor):
@@ -75,8 +63,7 @@ class ReferenceEditor(Editor):
 
     def __init__(self, pipeline, device: torch.device, steps: int, guidance_scale: float,
                  image_guidance_scale: float, seed: int):
-        self.pipeline = pipeline  # already on `device` (or its stage modules on meta, for FLOP counts)
-        self.pipeline.glue_device = device
+        self.pipeline = pipeline  # already on `device` (or, for --flops-only, its UNet and text encoder on meta)
         self.pipeline.set_progress_bar_config(disable=True)
         self.device = device
         self.steps, self.seed = steps, seed

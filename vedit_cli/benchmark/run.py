@@ -52,7 +52,7 @@ def measure_row(name: str, editor, clip, config: BenchmarkConfig, setup: Setup, 
         times = time_clip(editor, clip, config.prompt, config.repeats, min(config.warmup, config.frames), setup.device,
                           on_progress=lambda done, total: say(f"{name}: repeat {done}/{total} done"))
     say(f"{name}: counting FLOPs")
-    flops = count_flops(editor, clip, config.prompt, on_meta=True)
+    flops = count_flops(editor, clip, config.prompt, shape_only=True)
     row = row_payload(name, editor.description or name, is_reference, params, flops, times, config.frames)
     del editor, stages
     gc.collect()

@@ -26,15 +26,12 @@ class Setup:
 
 
 def resolve_setup(config: BenchmarkConfig) -> Setup:
-    """auto device: CUDA when present; auto dtype: float16 on CUDA, float32 elsewhere; auto size by device."""
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
-    if config.flops_only:
-        device = torch.device("cpu")  # FLOPs do not depend on the device; stage modules run on meta
-    name = config.dtype if config.dtype != "auto" else ("float16" if device.type == "cuda" else "float32")
+    """Device and dtype resolved as `vedit edit` does (auto: cuda > mps > cpu; float16 on GPU, bfloat16 on CPU)."""
+    from vedit_cli.models.device import resolve_device, resolve_dtype
+
+    device = torch.device("cpu") if config.flops_only else resolve_device(config.device)  # FLOPs: device-free
     size = config.size or (GPU_SIZE if device.type == "cuda" else CPU_SIZE)
-    return Setup(device=device, dtype=getattr(torch, name), size=size)
+    return Setup(device=device, dtype=resolve_dtype(config.dtype, device), size=size)
 
 
 def default_specs() -> list[str]:

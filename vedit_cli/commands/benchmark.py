@@ -19,7 +19,7 @@ def benchmark(
     repeats: Annotated[int, typer.Option(help="Timed clips after the warm-up (min/median/max over them).")] = _BENCH.repeats,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up frames per row.")] = _BENCH.warmup,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = _BENCH.device,
-    dtype: Annotated[str, typer.Option(help="auto (float16 on CUDA, float32 elsewhere), float32, float16 or bfloat16.")] = _BENCH.dtype,
+    dtype: Annotated[str, typer.Option(help="auto (float16 on GPU, bfloat16 on CPU), float32, float16 or bfloat16.")] = _BENCH.dtype,
     random_weights: Annotated[bool, typer.Option("--random-weights", help="Real-size architectures with random weights: no download.")] = _BENCH.random_weights,
     flops_only: Annotated[bool, typer.Option("--flops-only", help="Count FLOPs on the meta device only: seconds, no timing.")] = _BENCH.flops_only,
     reference: Annotated[bool, typer.Option("--reference/--no-reference", help="Add the diffusers InstructPix2Pix row (10 steps x 3 passes, full VAE).")] = _BENCH.reference,

@@ -43,6 +43,7 @@ class VideoInfo:
     audio_codec: str | None
     duration: float  # seconds of video: frame_count / fps
     is_cfr: bool = True  # False when the source's frame intervals vary (the output is CFR at the average rate)
+    video_start: float = 0.0  # seconds from the file's start to the first video frame (audio is aligned to it)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def probe(path: str | Path) -> VideoInfo:
         pixel_format=stream.pixel_format, bit_depth=_bit_depth(stream.pixel_format),
         color_transfer=stream.color_transfer, is_hdr=stream.color_transfer in HDR_TRANSFERS,
         has_audio=audio_codec is not None, audio_codec=audio_codec,
-        duration=float(len(timestamps) / fps), is_cfr=is_cfr,
+        duration=float(len(timestamps) / fps), is_cfr=is_cfr, video_start=float(min(timestamps) * time_base),
     )
 
 

@@ -63,6 +63,7 @@ def _decord_frames(info: VideoInfo) -> Iterator[np.ndarray]:
     try:
         import decord
 
+        decord.logging.set_level(decord.logging.QUIET)  # libav's warnings would print from library code
         reader = decord.VideoReader(str(info.path), ctx=decord.cpu(0), num_threads=1)
     except Exception as error:  # decord raises its own DECORDError and plain RuntimeErrors
         raise _DecordMisbehaved(str(error)) from error

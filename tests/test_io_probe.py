@@ -1,0 +1,114 @@
+"""probe(): MANIFEST facts for every real clip, exact frame rates, and one-line errors for bad inputs."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from tests.io_media import MANIFEST, VFR_FPS_TOLERANCE, make_clip
+from vedit_cli.errors import InputVideoError
+from vedit_cli.io.ffmpeg import run_ffmpeg
+from vedit_cli.io.probe import probe
+from vedit_cli.io.timing import frame_rate_from_timestamps
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_probe_matches_manifest(shared_videos, name):
+    facts = MANIFEST[name]
+    info = probe(shared_videos / name)
+    assert info.frame_count == facts.frames
+    assert (info.width, info.height) == facts.size
+    assert info.rotation == facts.rotation
+    assert info.audio_codec == facts.audio and info.has_audio == (facts.audio is not None)
+    assert info.is_cfr == facts.cfr
+    if facts.cfr:
+        assert info.fps == facts.fps
+    else:
+        assert float(info.fps) == pytest.approx(float(facts.fps), rel=VFR_FPS_TOLERANCE)
+    assert info.duration == pytest.approx(info.frame_count / float(info.fps))
+
+
+def test_probe_reads_colour_and_depth(shared_videos):
+    pq = probe(shared_videos / "hdr10-video-with-sdr-container.mp4")
+    hlg = probe(shared_videos / "dolbyVision-hdr.MOV")
+    ten_bit_sdr = probe(shared_videos / "roadtrip-vp92-10bit.webm")
+    plain = probe(shared_videos / "realshort.mp4")
+    assert (pq.color_transfer, pq.is_hdr, pq.bit_depth, pq.codec) == ("smpte2084", True, 10, "hevc")
+    assert (hlg.color_transfer, hlg.is_hdr, (hlg.coded_width, hlg.coded_height)) == ("arib-std-b67", True, (1280, 720))
+    assert (ten_bit_sdr.is_hdr, ten_bit_sdr.bit_depth, ten_bit_sdr.pixel_format) == (False, 10, "yuv420p10le")
+    assert (plain.is_hdr, plain.bit_depth, plain.codec, plain.container) == (False, 8, "h264", "mov,mp4,m4a,3gp,3g2,mj2")
+
+
+def test_probe_counts_frames_that_decode_not_packets(shared_videos):
+    """VP9 hidden frames and an edit list make the packet count exceed the decoded frames (80 vs 72, 5 vs 4)."""
+    for name, decoded in (("roadtrip-vp92-10bit.webm", 72), ("dolbyVision-hdr.MOV", 4)):
+        packets = run_ffmpeg(["-v", "error", "-i", str(shared_videos / name), "-map", "0:v:0", "-c", "copy",
+                              "-f", "framecrc", "-"]).stdout
+        packet_count = sum(1 for line in packets.splitlines() if line and not line.startswith("#"))
+        assert packet_count > decoded == probe(shared_videos / name).frame_count
+
+
+def test_probe_exact_ntsc_rate_of_a_synthetic_clip(tmp_path):
+    info = probe(make_clip(tmp_path / "ntsc.mp4", seconds=1.0, rate="30000/1001"))
+    assert info.fps == Fraction(30000, 1001) and info.frame_count == 30 and info.has_audio
+
+
+def test_frame_rate_exact_snapped_and_variable():
+    assert frame_rate_from_timestamps([0, 2998, 5996], Fraction(1, 90000), None) == (Fraction(45000, 1499), True)
+    ntsc_in_ms = [round(i * 1001 / 30) for i in range(100)]  # WebM's 1 ms time base rounds 33.367 ms
+    assert frame_rate_from_timestamps(ntsc_in_ms, Fraction(1, 1000), None) == (Fraction(30000, 1001), True)
+    assert frame_rate_from_timestamps([0, 5, 7, 9, 13], Fraction(1, 100), None) == (Fraction(400, 13), False)
+    assert frame_rate_from_timestamps([0], Fraction(1, 1000), Fraction(24)) == (Fraction(24), True)
+
+
+# ---- bad inputs: each one line naming the file, what is wrong, what to do
+def _probe_error(path: Path) -> str:
+    with pytest.raises(InputVideoError) as caught:
+        probe(path)
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+def test_missing_file(tmp_path):
+    assert "not found" in _probe_error(tmp_path / "nope.mp4")
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    assert "empty" in _probe_error(tmp_path / "empty.mp4")
+
+
+def test_text_file_named_mp4(tmp_path):
+    (tmp_path / "notes.mp4").write_text("not a video\n")
+    assert "not a readable video" in _probe_error(tmp_path / "notes.mp4")
+
+
+def test_truncated_mp4_without_index(shared_videos, tmp_path):
+    data = (shared_videos / "realshort.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])  # the moov index sits at the end: it is lost
+    assert "not a readable video" in _probe_error(tmp_path / "cut.mp4")
+
+
+def test_truncated_faststart_mp4_counts_surviving_frames(shared_videos, tmp_path):
+    faststart = tmp_path / "faststart.mp4"
+    run_ffmpeg(["-v", "error", "-i", str(shared_videos / "realshort.mp4"), "-c", "copy",
+                "-movflags", "+faststart", str(faststart)])
+    data = faststart.read_bytes()
+    (tmp_path / "half.mp4").write_bytes(data[: len(data) // 2])
+    assert 0 < probe(tmp_path / "half.mp4").frame_count < 36
+    mdat = data.index(b"mdat")
+    (tmp_path / "no_frames.mp4").write_bytes(data[: mdat + 30])  # index intact, no frame data: zero frames
+    assert "no decodable frames" in _probe_error(tmp_path / "no_frames.mp4")
+
+
+def test_audio_only_file(tmp_path):
+    path = tmp_path / "tone.mp4"
+    run_ffmpeg(["-v", "error", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(path)])
+    assert "no video stream (audio only)" in _probe_error(path)
+
+
+def test_folder_is_not_a_video(tmp_path):
+    assert "is not a file" in _probe_error(tmp_path)

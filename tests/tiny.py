@@ -174,11 +174,16 @@ def tiny_controlnet(seed: int = 0):
     from diffusers import ControlNetModel
 
     torch.manual_seed(seed)
-    return ControlNetModel(
+    controlnet = ControlNetModel(
         block_out_channels=(32, 64), layers_per_block=2, in_channels=4, cross_attention_dim=TEXT_HIDDEN,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), norm_num_groups=8, attention_head_dim=4,
         conditioning_embedding_out_channels=(16, 32),
-    ).eval()
+    )
+    zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
+                  controlnet.controlnet_cond_embedding.conv_out]
+    for conv in zero_convs:  # zero-initialised for training; random here so the hint changes the output
+        torch.nn.init.normal_(conv.weight, std=0.05)
+    return controlnet.eval()
 
 
 def tiny_motion_adapter(seed: int = 0):
@@ -240,7 +245,7 @@ def save_lcm_lora(folder: Path, seed: int = 0, rank: int = 4) -> Path:
     return folder
 
 
-def save_svdiff_memory(folder: Path, seed: int = 0, output_scale: float = 0.5) -> Path:
+def save_svdiff_memory(folder: Path, seed: int = 0, output_scale: float = 2.0) -> Path:
     """Memory weights for `tiny_unet(4)` with a NON-zero output projection, so the memory changes the output."""
     from vedit_cli.models.memory_attention import WEIGHTS_FILE, MemoryConfig, UNetMemory, save_memory_weights
 
@@ -252,3 +257,15 @@ def save_svdiff_memory(folder: Path, seed: int = 0, output_scale: float = 0.5) -
         torch.nn.init.normal_(block.attention.to_out[0].weight, std=output_scale / block.attention.to_out[0].in_features**0.5)
     save_memory_weights(memory, folder / WEIGHTS_FILE)
     return folder
+
+
+def save_eve_weights(root: Path, seed: int = 0, lora: bool = False) -> Path:
+    """A weights dir with tiny 'sd15', 'controlnet-ip2p', 'animatediff-motion-adapter' (and 'eve-lora') entries."""
+    root = Path(root)
+    save_sd15(root / "sd15", seed)
+    write_tokenizer(root / "sd15" / "tokenizer")  # vocab.json + merges.txt, as the hub repository has them
+    save_controlnet(root / "controlnet-ip2p", seed)
+    save_motion_adapter(root / "animatediff-motion-adapter", seed)
+    if lora:
+        save_unet_lora(root / "eve-lora", seed)
+    return root

@@ -10,13 +10,17 @@ import numpy as np
 from vedit_cli.config import EncodeConfig
 from vedit_cli.errors import FrameCountError, OutputError
 from vedit_cli.io.audio import mux_audio
-from vedit_cli.io.encode import VideoWriter, check_encode_target
+from vedit_cli.io.encode import CONTAINER_FORMATS, VideoWriter, check_encode_target
 from vedit_cli.io.probe import VideoInfo
 
 
 def check_output(input_path: Path, output_path: Path, overwrite: bool) -> None:
-    """Refuse an output that is the input (always), exists without `overwrite`, or lies in an unwritable folder."""
+    """Refuse an output that is the input (always), exists without `overwrite`, lies in an unwritable folder, or has
+    an extension vedit cannot write."""
     input_path, output_path = Path(input_path), Path(output_path)
+    if output_path.suffix.lower() not in CONTAINER_FORMATS:
+        raise OutputError(f"{output_path}: cannot write {output_path.suffix or 'files without an extension'}; "
+                          f"name the output with one of {', '.join(CONTAINER_FORMATS)}")
     if _same_file(input_path, output_path):
         raise OutputError(f"{output_path}: is the input file; choose a different output name (inputs are never "
                           "overwritten)")

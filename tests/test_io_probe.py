@@ -112,3 +112,10 @@ def test_audio_only_file(tmp_path):
 
 def test_folder_is_not_a_video(tmp_path):
     assert "is not a file" in _probe_error(tmp_path)
+
+
+def test_committed_example_clip():
+    """examples/example.mp4 (examples/make_example_clip.py): 3 s of 320x240 at 30000/1001 fps with AAC audio."""
+    info = probe(Path(__file__).resolve().parents[1] / "examples" / "example.mp4")
+    assert (info.width, info.height, info.fps, info.frame_count, info.audio_codec) == (
+        320, 240, Fraction(30000, 1001), 90, "aac")

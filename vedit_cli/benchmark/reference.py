@@ -52,7 +52,7 @@ def downloaded_pipeline(weights_dir: Path, dtype: torch.dtype):
 
     folder = require(PIPELINE_FOLDER, weights_dir)
     return StableDiffusionInstructPix2PixPipeline.from_pretrained(
-        str(folder), torch_dtype=dtype, safety_checker=None, requires_safety_checker=False, use_safetensors=True,
+        str(folder), dtype=dtype, safety_checker=None, requires_safety_checker=False, use_safetensors=True,
     )
 
 

@@ -63,11 +63,10 @@ def test_even_sizes_keep_the_configured_pixel_format():
     assert output_pixel_format(64, 48, FAST) == "yuv420p"
 
 
-@pytest.mark.parametrize("name, codec", [("out.webm", "libx264"), ("out.gif", "libx264"), ("out.mp4", "libaom"),
-                                         ("out.mp4", "libx264:crf60")])
-def test_unsupported_combinations_fail_before_encoding(tmp_path, name, codec):
-    codec, _, crf = codec.partition(":crf")
-    encode = EncodeConfig(codec=codec, crf=int(crf or 18))
+@pytest.mark.parametrize("name, encode", [("out.webm", EncodeConfig(codec="libx264")), ("out.gif", EncodeConfig()),
+                                          ("out.mp4", EncodeConfig(codec="libaom")), ("out.mp4", EncodeConfig(crf=60)),
+                                          ("out.mp4", EncodeConfig(preset="quick"))])
+def test_unsupported_combinations_fail_before_encoding(tmp_path, name, encode):
     with pytest.raises(ConfigError):
         VideoWriter(tmp_path / name, 64, 48, Fraction(30), encode)
     assert not _ffmpeg_children()
@@ -219,3 +218,29 @@ def test_commit_replaces_an_existing_output_and_drops_metadata(tmp_path):
     _write_copy(probe(tagged), out_path)
     header = header_text(out_path)
     assert probe(out_path).frame_count == 15 and "location" not in header and "secret" not in header
+
+
+def test_awkward_file_names_reach_ffmpeg_as_files(tmp_path):
+    """Names ffmpeg could read as an option ("-x") or a protocol ("take:2") still work."""
+    source_path = make_clip(tmp_path / "-take:2.mp4", seconds=0.3)
+    source = probe(source_path)
+    assert source.frame_count == 9
+    out = probe(_write_copy(source, tmp_path / "-edited:v2.mp4"))
+    assert out.frame_count == 9 and out.has_audio
+
+
+def test_non_square_pixels_are_scaled_to_the_display_size(tmp_path):
+    """A 64x48 clip with SAR 2:1 displays as 128x48: probe, decode and the round trip all use 128x48."""
+    from vedit_cli.io import decode
+    from vedit_cli.io.ffmpeg import run_ffmpeg
+
+    plain = make_clip(tmp_path / "plain.mp4", seconds=0.3, audio=False)
+    wide = tmp_path / "wide.mp4"
+    run_ffmpeg(["-v", "error", "-i", str(plain), "-vf", "setsar=2/1", "-c:v", "libx264", "-preset", "ultrafast",
+                str(wide)])
+    source = probe(wide)
+    assert (source.coded_width, source.width, source.height) == (64, 128, 48)
+    assert not decode._decord_suitable(source)
+    assert {frame.shape for frame in read_frames(source)} == {(48, 128, 3)}
+    out = probe(_write_copy(source, tmp_path / "out.mp4"))
+    assert (out.coded_width, out.width, out.height, out.frame_count) == (128, 128, 48, 9)

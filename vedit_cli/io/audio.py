@@ -12,7 +12,7 @@ from pathlib import Path
 
 from vedit_cli.errors import EncodeError
 from vedit_cli.io.encode import container_format
-from vedit_cli.io.ffmpeg import run_ffmpeg, stderr_tail
+from vedit_cli.io.ffmpeg import ffmpeg_path, run_ffmpeg, stderr_tail
 from vedit_cli.io.probe import VideoInfo
 
 COPYABLE_AUDIO = {
@@ -49,17 +49,17 @@ def _can_copy(source: VideoInfo, muxer: str) -> bool:
 
 def _mux_args(video_path: Path, source: VideoInfo | None, out_path: Path, muxer: str,
               audio_args: list[str]) -> list[str]:
-    inputs = ["-i", str(video_path)]
+    inputs = ["-i", ffmpeg_path(video_path)]
     maps = ["-map", "0:v:0"]
     if source is not None:
         start = ["-ss", f"{source.video_start:.6f}"] if source.video_start > START_TOLERANCE_S else []
-        inputs += [*start, "-t", f"{source.duration:.6f}", "-i", str(source.path)]
+        inputs += [*start, "-t", f"{source.duration:.6f}", "-i", ffmpeg_path(source.path)]
         maps += ["-map", "1:a:0"]
     no_metadata = ["-map_metadata", "-1", "-map_metadata:s:v", "-1", "-map_metadata:s:a", "-1",
                    "-map_chapters", "-1", "-fflags", "+bitexact"]
     faststart = ["-movflags", "+faststart"] if muxer in ("mp4", "mov") else []
     return ["-v", "error", "-y", *inputs, *maps, "-c:v", "copy", *audio_args, *no_metadata, *faststart,
-            "-f", muxer, str(out_path)]
+            "-f", muxer, ffmpeg_path(out_path)]
 
 
 def _run_or_raise(args: list[str], out_path: Path) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from vedit_cli.errors import InputVideoError
-from vedit_cli.io.ffmpeg import available_filters, ffmpeg_exe, stderr_tail
+from vedit_cli.io.ffmpeg import available_filters, ffmpeg_exe, ffmpeg_path, stderr_tail
 from vedit_cli.io.probe import VideoInfo
 
 DECORD_CODECS = ("h264", "hevc", "vp9", "mpeg4", "av1")
@@ -64,7 +64,7 @@ def _decord_frames(info: VideoInfo) -> Iterator[np.ndarray]:
         import decord
 
         decord.logging.set_level(decord.logging.QUIET)  # libav's warnings would print from library code
-        reader = decord.VideoReader(str(info.path), ctx=decord.cpu(0), num_threads=1)
+        reader = decord.VideoReader(str(info.path.absolute()), ctx=decord.cpu(0), num_threads=1)
     except Exception as error:  # decord raises its own DECORDError and plain RuntimeErrors
         raise _DecordMisbehaved(str(error)) from error
     try:
@@ -106,7 +106,7 @@ def read_frames_ffmpeg(info: VideoInfo, skip: int = 0) -> Iterator[np.ndarray]:
 
 def _ffmpeg_decode_command(info: VideoInfo) -> list[str]:
     filters = [*_tonemap_filters(info), f"scale={info.width}:{info.height}:flags=bicubic", "setsar=1"]
-    return [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", str(info.path),
+    return [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", ffmpeg_path(info.path),
             "-map", "0:V:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough", "-vf", ",".join(filters),
             "-pix_fmt", "rgb24", "-f", "rawvideo", "-"]
 

@@ -18,14 +18,15 @@ import numpy as np
 
 from vedit_cli.config import EncodeConfig
 from vedit_cli.errors import ConfigError, EncodeError
-from vedit_cli.io.ffmpeg import ffmpeg_exe, stderr_tail
+from vedit_cli.io.ffmpeg import ffmpeg_exe, ffmpeg_path, stderr_tail
 
 SUPPORTED_CODECS = ("libx264", "libx265", "libvpx-vp9")
 CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
 WEBM_CODECS = ("libvpx-vp9",)
 MAX_CRF = {"libx264": 51, "libx265": 51, "libvpx-vp9": 63}
 VP9_SPEED = {"ultrafast": 8, "superfast": 8, "veryfast": 7, "faster": 6, "fast": 5,
-             "medium": 4, "slow": 2, "slower": 1, "veryslow": 0}
+             "medium": 4, "slow": 2, "slower": 1, "veryslow": 0, "placebo": 0}
+PRESETS = tuple(VP9_SPEED)  # x264/x265 preset names; VP9 maps them onto -cpu-used
 
 
 def container_format(path: Path) -> str:
@@ -45,6 +46,8 @@ def check_encode_target(path: Path, encode: EncodeConfig) -> None:
     if muxer == "webm" and encode.codec not in WEBM_CODECS:
         raise ConfigError(f"{path}: WebM holds only VP8/VP9/AV1 video, not {encode.codec}; "
                           "pass --codec libvpx-vp9 or write .mp4/.mkv")
+    if encode.preset not in PRESETS:
+        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}; got {encode.preset!r}")
     if encode.crf > MAX_CRF[encode.codec]:
         raise ConfigError(f"--crf for {encode.codec} must be at most {MAX_CRF[encode.codec]}, got {encode.crf}")
 
@@ -60,7 +63,7 @@ def output_pixel_format(width: int, height: int, encode: EncodeConfig) -> str:
 
 def _codec_args(encode: EncodeConfig, muxer: str) -> list[str]:
     if encode.codec == "libvpx-vp9":
-        speed = VP9_SPEED.get(encode.preset, 4)
+        speed = VP9_SPEED[encode.preset]
         deadline = "realtime" if speed >= 6 else "good"
         return ["-c:v", "libvpx-vp9", "-crf", str(encode.crf), "-b:v", "0", "-deadline", deadline,
                 "-cpu-used", str(speed), "-row-mt", "1"]
@@ -80,7 +83,7 @@ def encode_command(path: Path, width: int, height: int, fps: Fraction, encode: E
             "-vf", "scale=out_color_matrix=bt709:out_range=tv",
             *_codec_args(encode, muxer), "-pix_fmt", output_pixel_format(width, height, encode),
             "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv",
-            "-f", muxer, str(path)]
+            "-f", muxer, ffmpeg_path(path)]
 
 
 class VideoWriter:

@@ -39,3 +39,10 @@ def available_filters() -> frozenset[str]:
         if len(parts) >= 3 and "->" in parts[2]:
             names.add(parts[1])
     return frozenset(names)
+
+
+def ffmpeg_path(path) -> str:
+    """A path ffmpeg cannot mistake for an option ("-x.mp4") or a protocol ("take:2.mp4")."""
+    from pathlib import Path
+
+    return "file:" + str(Path(path).absolute())

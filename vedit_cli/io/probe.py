@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from vedit_cli.errors import InputVideoError
-from vedit_cli.io.ffmpeg import run_ffmpeg
+from vedit_cli.io.ffmpeg import ffmpeg_path, run_ffmpeg
 from vedit_cli.io.timing import frame_rate_from_timestamps
 
 HDR_TRANSFERS = ("smpte2084", "arib-std-b67")
@@ -95,7 +95,7 @@ def _check_file(path: Path) -> None:
 
 def _probe_args(path: Path) -> list[str]:
     """Header on stderr; one framecrc line per decoded frame (demuxer time base, no pixel hashing) on stdout."""
-    return ["-nostats", "-noautorotate", "-i", str(path), "-map", "0:V:0", "-an", "-sn", "-dn",
+    return ["-nostats", "-noautorotate", "-i", ffmpeg_path(path), "-map", "0:V:0", "-an", "-sn", "-dn",
             "-fps_mode", "passthrough", "-enc_time_base:v", "demux", "-c:v", "wrapped_avframe",
             "-f", "framecrc", "-"]
 

@@ -15,7 +15,7 @@ _EDIT = EditConfig()
 
 
 def edit(
-    arguments: Annotated[list[str], typer.Argument(help="INPUT... PROMPT: video files or folders, then the instruction.", show_default=False)] = None,
+    arguments: Annotated[list[str], typer.Argument(help="Video files or folders, then the instruction.", show_default=False, metavar="INPUT... PROMPT")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (one clip only).")] = None,
     output_dir: Annotated[Optional[Path], typer.Option(help="Folder for outputs of many clips; mirrors input folders.")] = None,
     manifest: Annotated[Optional[Path], typer.Option(help="CSV or JSONL with columns input, prompt[, output].")] = None,

@@ -85,7 +85,7 @@ class EditConfig:
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     output_size: str = "source"  # "source": the source's display size; "processing": the model's size
     overwrite: bool = False
-    queue_frames: int = 32  # bound of each runner queue, in frames
+    queue_frames: int = 8  # bound of each runner queue, in frames (absorbs jitter; memory grows with it)
 
     def validate(self) -> "EditConfig":
         self.model.validate()

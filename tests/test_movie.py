@@ -17,7 +17,8 @@ TOLERANCE = 1e-4  # float32 on CPU; same arithmetic up to summation order of the
 def make_editor(weights_dir, **options):
     from vedit_cli.backends.movie import MovieEditor
 
-    config = ModelConfig(weights_dir=weights_dir, device="cpu", dtype="float32", steps=STEPS, **options).validate()
+    options.setdefault("steps", STEPS)
+    config = ModelConfig(weights_dir=weights_dir, device="cpu", dtype="float32", **options).validate()
     return MovieEditor.from_config(config)
 
 

@@ -92,15 +92,26 @@ def test_truncated_mp4_without_index(shared_videos, tmp_path):
     assert "not a readable video" in _probe_error(tmp_path / "cut.mp4")
 
 
-def test_truncated_faststart_mp4_counts_surviving_frames(shared_videos, tmp_path):
+@pytest.mark.parametrize("name", ["realshort.mp4", "flipping_a_pancake.mkv", "chrome.webm", "pigs_in_a_polka.gif"])
+def test_truncated_files_whose_start_still_decodes_are_refused(shared_videos, tmp_path, name):
+    """A faststart MP4, MKV, WebM or GIF cut short decodes its first frames: refuse rather than edit part of it."""
+    source = shared_videos / name
+    if name.endswith(".mp4"):
+        source = tmp_path / "faststart.mp4"
+        run_ffmpeg(["-v", "error", "-i", str(shared_videos / name), "-c", "copy", "-movflags", "+faststart",
+                    str(source)])
+    data = source.read_bytes()
+    cut = tmp_path / f"cut{source.suffix}"
+    cut.write_bytes(data[: len(data) // 2])
+    assert "truncated or damaged" in _probe_error(cut)
+
+
+def test_index_without_frame_data_has_zero_frames(shared_videos, tmp_path):
     faststart = tmp_path / "faststart.mp4"
     run_ffmpeg(["-v", "error", "-i", str(shared_videos / "realshort.mp4"), "-c", "copy",
                 "-movflags", "+faststart", str(faststart)])
     data = faststart.read_bytes()
-    (tmp_path / "half.mp4").write_bytes(data[: len(data) // 2])
-    assert 0 < probe(tmp_path / "half.mp4").frame_count < 36
-    mdat = data.index(b"mdat")
-    (tmp_path / "no_frames.mp4").write_bytes(data[: mdat + 30])  # index intact, no frame data: zero frames
+    (tmp_path / "no_frames.mp4").write_bytes(data[: data.index(b"mdat") + 30])
     assert "no decodable frames" in _probe_error(tmp_path / "no_frames.mp4")
 
 

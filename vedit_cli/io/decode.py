@@ -64,7 +64,7 @@ def _decord_frames(info: VideoInfo) -> Iterator[np.ndarray]:
         import decord
 
         decord.logging.set_level(decord.logging.QUIET)  # libav's warnings would print from library code
-        reader = decord.VideoReader(str(info.path.absolute()), ctx=decord.cpu(0), num_threads=1)
+        reader = decord.VideoReader(str(info.path.absolute()), ctx=decord.cpu(0), num_threads=0)
     except Exception as error:  # decord raises its own DECORDError and plain RuntimeErrors
         raise _DecordMisbehaved(str(error)) from error
     try:

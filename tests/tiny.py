@@ -263,7 +263,6 @@ def save_eve_weights(root: Path, seed: int = 0, lora: bool = False) -> Path:
     """A weights dir with tiny 'sd15', 'controlnet-ip2p', 'animatediff-motion-adapter' (and 'eve-lora') entries."""
     root = Path(root)
     save_sd15(root / "sd15", seed)
-    write_tokenizer(root / "sd15" / "tokenizer")  # vocab.json + merges.txt, as the hub repository has them
     save_controlnet(root / "controlnet-ip2p", seed)
     save_motion_adapter(root / "animatediff-motion-adapter", seed)
     if lora:

@@ -109,6 +109,10 @@ class MovieEditor(Editor):
             self._text = (self._encode_text(prompt), self._encode_text(""))
         self.reset()
 
+    def seek(self, frame_index: int) -> None:
+        """The runner's clip index of the next window's first frame (decides which frames are anchor keyframes)."""
+        self._frame_index = frame_index
+
     def reset(self) -> None:
         self._noise: torch.Tensor | None = None
         self._frame_index = 0

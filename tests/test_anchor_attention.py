@@ -35,6 +35,8 @@ def test_batched_frames_equal_single_frames_with_anchor_and_keyframes(tiny_weigh
     editor = make_editor(tiny_weights, anchor=True, keyframe_interval=2)
     assert editor._segments(4) == [(slice(0, 1), True), (slice(1, 2), False), (slice(2, 3), True),
                                    (slice(3, 4), False)]
+    editor.seek(2)  # the runner says where the window starts: frame 2 is a keyframe
+    assert editor._segments(2) == [(slice(0, 1), True), (slice(1, 2), False)]
     batched = edit_clip(editor, frames)
     singles = edit_clip(editor, frames, batched=False)
     assert torch.allclose(batched, singles, atol=1e-5)

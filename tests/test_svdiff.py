@@ -13,7 +13,7 @@ from vedit_cli.backends.svdiff import SvdiffEditor
 from vedit_cli.config import ModelConfig
 from vedit_cli.errors import WeightsMissingError
 
-SIZE = 32  # tiny TAESD halves: latents 16x16, memory 8x8 meets features of 8x8 and 16x16
+SIZE = 16  # tiny TAESD halves: latents 8x8, memory 8x8 meets features of 8x8 and 4x4
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 SVDiff (sec. 4.2) keeps a fixed-size recurrent memory, so frame 1000 should cost what frame 10 costs. Prints the
 median time of the 5 frames ending at frames 10, 100 and 1000, the process RSS (CPU) or the peak CUDA memory of
 those frames, and the size of the recurrent memory state; the growth between frame 10 and frame 1000 should stay
-within 10%.
+within 10% (on a shared CPU, time noise from other processes can exceed that: rerun on a quiet machine).
 
     .venv/bin/python scripts/svdiff_constant_cost.py [--frames 1000] [--size 32] [--device cpu]
 """
@@ -68,7 +68,16 @@ def run_stream(editor, frames: int, size: int, device: torch.device) -> dict[int
         times.append(time.perf_counter() - start)
         if index in CHECKPOINTS:
             results[index] = (statistics.median(times[-5:]), memory_in_use(device))
+            print_row(index, results)
     return results
+
+
+def print_row(index: int, results: dict[int, tuple[float, int]]) -> None:
+    """One table row as soon as its checkpoint is reached (a long stream on a busy CPU shows progress)."""
+    seconds, memory = results[index]
+    first_seconds, first_memory = results[min(results)]
+    print(f"{index:>6} {seconds * 1000:>9.1f} {memory / 2**20:>14.1f} {seconds / first_seconds:>14.3f} "
+          f"{memory / first_memory:>16.3f}", flush=True)
 
 
 def state_bytes(editor) -> int:
@@ -87,16 +96,13 @@ def main() -> None:
         editor = create_editor(config)
         editor.prepare("a synthetic stream")
         device = editor.parts.device
-        print(f"{editor.description}; {args.size}x{args.size} frames on {device}, torch threads {torch.get_num_threads()}")
-        results = run_stream(editor, args.frames, args.size, device)
+        print(f"{editor.description}; {args.size}x{args.size} frames on {device}, torch threads {torch.get_num_threads()}",
+              flush=True)
+        label = "peak CUDA MiB" if device.type == "cuda" else "RSS MiB"
+        print(f"{'frame':>6} {'ms/frame':>9} {label:>14} {'time vs first':>14} {'memory vs first':>16}", flush=True)
+        run_stream(editor, args.frames, args.size, device)
         print(f"memory state after {args.frames} frames: {state_bytes(editor) / 1024:.1f} KiB "
               f"({len(editor.memory_state())} tensors)")
-    label = "peak CUDA MiB" if device.type == "cuda" else "RSS MiB"
-    first = min(results)
-    print(f"{'frame':>6} {'ms/frame':>9} {label:>14} {'time vs first':>14} {'memory vs first':>16}")
-    for index, (seconds, memory) in sorted(results.items()):
-        time_ratio, memory_ratio = seconds / results[first][0], memory / results[first][1]
-        print(f"{index:>6} {seconds * 1000:>9.1f} {memory / 2**20:>14.1f} {time_ratio:>14.3f} {memory_ratio:>16.3f}")
 
 
 if __name__ == "__main__":

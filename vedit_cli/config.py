@@ -137,8 +137,9 @@ class BenchmarkConfig:
     def validate(self) -> "BenchmarkConfig":
         if self.size is not None and not 64 <= self.size <= 4096:
             raise ConfigError(f"--size must be between 64 and 4096 pixels, got {self.size}")
-        if self.frames < 1 or self.repeats < 1 or self.warmup < 0:
-            raise ConfigError(f"need --frames >= 1, --repeats >= 1, --warmup >= 0; got {self.frames}, {self.repeats}, {self.warmup}")
+        if self.frames < 1 or self.repeats < 1 or self.warmup < 0 or self.reference_steps < 1:
+            raise ConfigError(f"need --frames >= 1, --repeats >= 1, --warmup >= 0, --reference-steps >= 1; got "
+                              f"{self.frames}, {self.repeats}, {self.warmup}, {self.reference_steps}")
         if not 0 < self.threshold < 10:
             raise ConfigError(f"--threshold is a relative change such as 0.1 (10%), got {self.threshold}")
         _check_choice("--device", self.device, DEVICES)

@@ -11,7 +11,8 @@ import torch
 from vedit_cli.benchmark.measure import count_flops, make_clip, time_clip
 from vedit_cli.benchmark.reference import REFERENCE_NAME
 from vedit_cli.benchmark.report import report_payload, row_payload
-from vedit_cli.benchmark.subjects import Setup, build_reference, default_specs, resolve_setup, try_build_backend
+from vedit_cli.benchmark.subjects import (Setup, build_reference, default_specs, parse_spec, resolve_setup,
+                                          try_build_backend)
 from vedit_cli.config import BenchmarkConfig
 
 Progress = Callable[[str], None]
@@ -22,6 +23,9 @@ def run_benchmark(config: BenchmarkConfig, on_progress: Progress | None = None) 
     say = on_progress or (lambda message: None)
     # 1. Resolve device, dtype and size once: every row runs the same clip
     setup = resolve_setup(config.validate())
+    specs = list(config.backends) or default_specs()
+    for spec in specs:
+        parse_spec(spec)  # an unknown backend fails now, not after minutes of measuring the reference
     clip = make_clip(config.frames, setup.size, setup.size, setup.device, setup.dtype, config.seed)
     rows, skipped = [], []
     # 2. The reference recipe first: each backend's speed-up is read against it
@@ -30,7 +34,7 @@ def run_benchmark(config: BenchmarkConfig, on_progress: Progress | None = None) 
         rows.append(measure_row(REFERENCE_NAME, build_reference(config, setup), clip, config, setup, True, say))
     # 3. Each backend: asked for explicitly (errors raise) or every available one (errors skip the row)
     explicit = bool(config.backends)
-    for spec in config.backends or default_specs():
+    for spec in specs:
         say(f"{spec}: building")
         editor, reason = try_build_backend(spec, config, setup, explicit)
         if editor is None:

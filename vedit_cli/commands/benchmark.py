@@ -23,6 +23,7 @@ def benchmark(
     random_weights: Annotated[bool, typer.Option("--random-weights", help="Real-size architectures with random weights: no download.")] = _BENCH.random_weights,
     flops_only: Annotated[bool, typer.Option("--flops-only", help="Count FLOPs on the meta device only: seconds, no timing.")] = _BENCH.flops_only,
     reference: Annotated[bool, typer.Option("--reference/--no-reference", help="Add the diffusers InstructPix2Pix row (10 steps x 3 passes, full VAE).")] = _BENCH.reference,
+    reference_steps: Annotated[int, typer.Option(help="Steps of the reference recipe (MoViE Table 1's base: 10).")] = _BENCH.reference_steps,
     prompt: Annotated[str, typer.Option(help="Instruction encoded once per clip.")] = _BENCH.prompt,
     weights_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint folder.", envvar="VEDIT_WEIGHTS")] = None,
     compare: Annotated[Optional[Path], typer.Option(help="A previous --json report: exit 1 when a row regressed.", show_default=False)] = None,
@@ -37,7 +38,7 @@ def benchmark(
 
     config = BenchmarkConfig(
         backends=tuple(backend or ()), size=size, frames=frames, repeats=repeats, warmup=warmup, device=device,
-        dtype=dtype, random_weights=random_weights, flops_only=flops_only, reference=reference, prompt=prompt,
+        dtype=dtype, random_weights=random_weights, flops_only=flops_only, reference=reference, reference_steps=reference_steps, prompt=prompt,
         threshold=threshold, weights_dir=weights_dir,
     ).validate()
     previous = load_report(compare) if compare else None  # a bad file fails before minutes of measuring

@@ -78,6 +78,11 @@ def tiny_weights(folder: Path) -> str:
     return str(folder)
 
 
+def _print_report(label: str, report: dict) -> None:
+    print(f"  {label:5s} {report['frames']:4d} frames: {report['peak_rss_mib']:8.1f} MiB "
+          f"({report['frames'] / report['seconds']:.1f} frames/s)", flush=True)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="copy")
@@ -101,12 +106,11 @@ def main() -> None:
         folder = Path(name)
         weights_dir = tiny_weights(folder / "weights") if args.tiny else args.weights_dir
         short_clip = cut_short_clip(folder, args.short_frames)
+        print(f"backend {args.backend}, size {args.size}: peak RSS per fresh process", flush=True)
         short = measure(short_clip, folder / "short.mp4", args, weights_dir)
+        _print_report("short", short)
         long = measure(LONG_CLIP, folder / "long.mp4", args, weights_dir)
-    print(f"backend {args.backend}, size {args.size}: peak RSS per fresh process")
-    for label, report in (("short", short), ("long", long)):
-        print(f"  {label:5s} {report['frames']:4d} frames: {report['peak_rss_mib']:8.1f} MiB "
-              f"({report['frames'] / report['seconds']:.1f} frames/s)")
+        _print_report("long", long)
     growth = long["peak_rss_mib"] / short["peak_rss_mib"] - 1
     print(f"long/short peak RSS: {1 + growth:.3f} ({growth:+.1%}; target within 15%)")
 

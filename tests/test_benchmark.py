@@ -179,3 +179,22 @@ def test_reference_edits_frames_into_the_same_shape_and_range(tiny_reference):
     editor.prepare("make it blue")
     edited = editor.edit(make_clip(2, 32, 32, torch.device("cpu"), torch.float32))
     assert edited.shape == (2, 3, 32, 32) and edited.min() >= -1 and edited.max() <= 1
+
+
+class StatefulConv(nn.Conv2d):
+    """A stage that mixes in state kept outside its parameters (as SVDiff's memories): it cannot run on meta."""
+
+    def __init__(self):
+        super().__init__(4, 4, kernel_size=3, padding=1)
+        self.memory = torch.zeros(1, 4, 1, 1)  # a plain attribute: functional_call cannot swap it
+
+    def forward(self, x):
+        return super().forward(x) * 2 + self.memory
+
+
+def test_a_stateful_stage_is_counted_on_real_tensors_without_double_counting():
+    editor = TinyStagesEditor()
+    editor.unet = StatefulConv()
+    result = count_flops(editor, make_clip(2, SIZE, SIZE, torch.device("cpu"), torch.float32), "x")
+    assert result.per_frame.flops == {"encode": ENCODE_FLOPS, "unet": UNET_FLOPS, "decode": DECODE_FLOPS,
+                                      OTHER: GLUE_FLOPS}

@@ -44,10 +44,17 @@ class StageCounts:
 
 
 class ShapeOnlyCalls:
-    """While active, the outermost call of each stage module computes on meta and returns zeros to its caller."""
+    """While active, the outermost call of each stage module computes on meta and returns zeros to its caller.
 
-    def __init__(self, stage_modules: dict[str, torch.nn.Module]):
+    A module that mixes in state kept outside its parameters (SVDiff's memories) cannot run on meta: its call is
+    then re-run on real tensors (slower, same count) and the FLOPs of the failed attempt are discarded.
+    """
+
+    def __init__(self, stage_modules: dict[str, torch.nn.Module], flops_so_far):
         self.modules = list(stage_modules.values())
+        self.flops_so_far = flops_so_far
+        self.discarded = 0
+        self.real_only: set[int] = set()  # ids of modules that failed on meta once
         self.inside = False
         self.saved: list[tuple[torch.nn.Module, object]] = []
 
@@ -66,21 +73,33 @@ class ShapeOnlyCalls:
 
     def _shape_only_forward(self, module: torch.nn.Module, real_forward):
         def forward(*args, **kwargs):
-            if self.inside:  # nested stage call, or functional_call re-entering: already on meta
+            if self.inside or id(module) in self.real_only:  # nested call, functional_call re-entering, or stateful
                 return real_forward(*args, **kwargs)
-            batch = first_tensor(args, kwargs)
-            caller_device = batch.device if batch is not None else torch.device("cpu")
-            meta_state = {name: torch.empty_like(tensor, device="meta") for name, tensor in
-                          chain(module.named_parameters(), module.named_buffers())}
-            meta_args, meta_kwargs = tree_map_only(torch.Tensor, lambda t: t.to("meta"), (args, kwargs))
-            self.inside = True
+            started_at = self.flops_so_far()
             try:
-                output = torch.func.functional_call(module, meta_state, meta_args, meta_kwargs, strict=False)
-            finally:
-                self.inside = False
-            return tree_map_only(torch.Tensor, lambda t: _zeros_like_on(t, caller_device), output)
+                return self._call_on_meta(module, args, kwargs)
+            except RuntimeError as error:
+                if "meta" not in str(error):
+                    raise
+                self.discarded += self.flops_so_far() - started_at
+                self.real_only.add(id(module))
+                return real_forward(*args, **kwargs)
 
         return forward
+
+
+    def _call_on_meta(self, module: torch.nn.Module, args: tuple, kwargs: dict):
+        batch = first_tensor(args, kwargs)
+        caller_device = batch.device if batch is not None else torch.device("cpu")
+        meta_state = {name: torch.empty_like(tensor, device="meta") for name, tensor in
+                      chain(module.named_parameters(), module.named_buffers())}
+        meta_args, meta_kwargs = tree_map_only(torch.Tensor, lambda t: t.to("meta"), (args, kwargs))
+        self.inside = True
+        try:
+            output = torch.func.functional_call(module, meta_state, meta_args, meta_kwargs, strict=False)
+        finally:
+            self.inside = False
+        return tree_map_only(torch.Tensor, lambda t: _zeros_like_on(t, caller_device), output)
 
 
 def _zeros_like_on(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -92,7 +111,7 @@ class FlopProbe:
 
     def __init__(self, stage_modules: dict[str, torch.nn.Module], shape_only: bool = True):
         self.hooks = StageHooks(stage_modules, self._enter_stage, self._exit_stage)
-        self.shape_only = ShapeOnlyCalls(stage_modules) if shape_only else None
+        self.shape_only = ShapeOnlyCalls(stage_modules, self._flops_so_far) if shape_only else None
         self.counter = None
         self.stack = ExitStack()
         self.pending = StageCounts()
@@ -115,21 +134,25 @@ class FlopProbe:
     def __exit__(self, *exc_info) -> None:
         self.stack.close()
 
+    def _flops_so_far(self) -> int:
+        """The counter's total, less the work of meta attempts that failed and were re-run on real tensors."""
+        return self.counter.get_total_flops() - (self.shape_only.discarded if self.shape_only else 0)
+
     def take(self) -> StageCounts:
         """Counts since the last take, with the work outside any stage module under "other"."""
-        total = self.counter.get_total_flops()
+        total = self._flops_so_far()
         counts, self.pending = self.pending, StageCounts()
         counts.flops[OTHER] = total - self.taken_total - counts.total
         self.taken_total = total
         return counts
 
     def _enter_stage(self, stage: str, args: tuple, kwargs: dict) -> None:
-        self.stage_started_at = self.counter.get_total_flops()
+        self.stage_started_at = self._flops_so_far()
         batch = first_tensor(args, kwargs)
         self.pending.calls[stage] = self.pending.calls.get(stage, 0) + 1
         passes = batch.shape[0] if batch is not None and batch.dim() else 1
         self.pending.passes[stage] = self.pending.passes.get(stage, 0) + passes
 
     def _exit_stage(self, stage: str, output) -> None:
-        spent = self.counter.get_total_flops() - self.stage_started_at
+        spent = self._flops_so_far() - self.stage_started_at
         self.pending.flops[stage] = self.pending.flops.get(stage, 0) + spent

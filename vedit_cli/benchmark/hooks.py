@@ -22,7 +22,7 @@ class StageHooks:
     """Calls `on_enter(stage, args, kwargs)` and `on_exit(stage, output)` around each outermost stage call.
 
     A stage module called from inside another stage module (nested) is attributed to the outer stage, so no work
-    is counted twice. `on_enter` may return replacement (args, kwargs); `on_exit` may return a replacement output.
+    is counted twice. Post hooks run even when a call raises, so a failed call does not leave the depth behind. `on_enter` may return replacement (args, kwargs); `on_exit` may return a replacement output.
     """
 
     def __init__(self, stage_modules: dict[str, torch.nn.Module], on_enter: EnterHook, on_exit: ExitHook):
@@ -37,7 +37,7 @@ class StageHooks:
     def __enter__(self) -> "StageHooks":
         for stage, module in self.stage_modules.items():
             self.handles.append(module.register_forward_pre_hook(self._pre_hook(stage), with_kwargs=True))
-            self.handles.append(module.register_forward_hook(self._post_hook(stage), with_kwargs=True))
+            self.handles.append(module.register_forward_hook(self._post_hook(stage), with_kwargs=True, always_call=True))
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -137,17 +137,20 @@ def stage_table(report: dict):
 
 
 def _stage_cells(row: dict) -> list[list[str]]:
-    stage_times = (row["time"] or {}).get("stages_per_frame_s", {})
+    """Per-clip stages first (text), then per-frame stages; "other" only when something was counted there."""
+    timing = row["time"] or {}
+    per_clip = [(stage, count, True) for stage, count in row["flops"]["per_clip"].items() if stage != OTHER]
+    per_frame = [(stage, count, False) for stage, count in row["flops"]["per_frame"].items()]
     lines = []
-    for stage, count in {**row["flops"]["per_clip"], **row["flops"]["per_frame"]}.items():
+    for stage, count, once_per_clip in per_clip + per_frame:
         if stage == OTHER and not count:
             continue
-        per_clip = stage in row["flops"]["per_clip"] and stage not in row["flops"]["per_frame"]
-        seconds = (row["time"] or {}).get("prepare_per_clip_s") if per_clip else stage_times.get(stage)
+        seconds = timing.get("prepare_per_clip_s") if once_per_clip else timing.get("stages_per_frame_s", {}).get(stage)
+        calls = row["calls_per_clip" if once_per_clip else "calls_per_frame"].get(stage)
+        passes = None if once_per_clip else row["passes_per_frame"].get(stage)
         params = row["params"].get(stage)
-        lines.append([row["name"], stage + (" (clip)" if per_clip else ""),
+        lines.append([row["name"], stage + (" (clip)" if once_per_clip else ""),
                       "-" if params is None else f"{params / 1e6:.1f} M", human_flops(count),
-                      f"{row['calls_per_clip' if per_clip else 'calls_per_frame'].get(stage, 0):g}",
-                      "-" if per_clip else f"{row['passes_per_frame'].get(stage, 0):g}",
+                      "-" if calls is None else f"{calls:g}", "-" if passes is None else f"{passes:g}",
                       _seconds(seconds)])
     return lines

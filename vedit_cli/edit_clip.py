@@ -66,7 +66,8 @@ def edit_clip(
     width, height = output_size_for(info, editor, config)
     # 4. Decode -> edit -> encode, overlapped; the writer keeps everything in temporary files until commit.
     with ClipWriter(Path(output_path), info, width, height, config.encode) as writer:
-        stats = run_clip(read_frames(info), info.frame_count, editor, prompt, writer, (width, height), config, on_progress)
+        frames = read_frames(info)
+        stats = run_clip(frames, info.frame_count, editor, prompt, writer, (width, height), config, on_progress)
         # 5. Mux audio and rename into place only when every frame read was written.
         final_path = writer.commit(stats.frames_read)
     return ClipResult(Path(input_path), Path(final_path), info, stats, (width, height))

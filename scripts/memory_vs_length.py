@@ -28,9 +28,14 @@ LONG_CLIP = REPO_ROOT.parent / "shared" / "videos" / "chrome.webm"
 
 def child(args: argparse.Namespace) -> None:
     """Runs in the fresh subprocess: one edit_clip, then prints JSON with peak RSS."""
+    import torch
+
     from vedit_cli.backends.base import create_editor
     from vedit_cli.config import EditConfig, ModelConfig
     from vedit_cli.edit_clip import edit_clip
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
 
     model = ModelConfig(backend=args.backend, size=args.size, steps=args.steps, device="cpu",
                         weights_dir=Path(args.weights_dir) if args.weights_dir else None)
@@ -63,6 +68,8 @@ def measure(clip: Path, output: Path, args: argparse.Namespace, weights_dir: str
         command += ["--steps", str(args.steps)]
     if weights_dir:
         command += ["--weights-dir", weights_dir]
+    if args.torch_threads:
+        command += ["--torch-threads", str(args.torch_threads)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
     if result.returncode != 0:
         sys.exit(f"editing {clip.name} failed:\n{result.stderr[-3000:]}")
@@ -91,6 +98,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="build tiny random weights into a temp dir and use them")
     parser.add_argument("--size", type=int, default=128, help="processing short side (model backends)")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch intra-op threads in each edit (1 avoids thread thrashing on a busy CPU)")
     parser.add_argument("--short-frames", type=int, default=30)
     parser.add_argument("--long-frames", type=int, default=None, help="cut the long clip too (default: all 899)")
     parser.add_argument("--child", nargs=2, metavar=("INPUT", "OUTPUT"), help=argparse.SUPPRESS)

@@ -111,3 +111,15 @@ def test_memory_stays_bounded_over_a_long_clip(shared_videos):
             peak = max(peak, process.memory_info().rss - start)
     assert count == 899
     assert peak < 100 * 2**20
+
+
+def test_decoding_twice_gives_identical_frames(shared_videos):
+    """decord's threaded decoder failed at random mid-clip on VP9 and the reader switched decoders mid-clip."""
+    from vedit_cli.io.decode import read_frames
+    from vedit_cli.io.probe import probe
+
+    for name in ("bear-vp9-odd-dimensions.webm", "realshort.mp4"):
+        info = probe(shared_videos / name)
+        runs = [list(read_frames(info)) for _ in range(3)]
+        for other in runs[1:]:
+            assert all(np.array_equal(a, b) for a, b in zip(runs[0], other)), name

@@ -14,13 +14,17 @@ MOVIE_MODES = ("auto", "teacher", "student")
 EVE_DEFAULT_STEPS = 20  # eve: DDIM steps when --steps is not given
 
 
+DEFAULT_GUIDANCE_SCALE = 7.5  # InstructPix2Pix / SD1.5 text guidance
+BACKEND_GUIDANCE_SCALE = {"svdiff": 1.5}  # LCM-LoRA is distilled for low guidance (1-2); 7.5 oversaturates
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """What every backend shares: sampling options with the same names across backends."""
 
     backend: str = "movie"
     steps: int | None = None  # None: the backend's own default (teacher 10, student 1, svdiff 3, eve 20)
-    guidance_scale: float = 7.5  # text guidance
+    guidance_scale: float | None = None  # text guidance; None: the backend's default (see BACKEND_GUIDANCE_SCALE)
     image_guidance_scale: float = 1.5
     seed: int = 0
     size: int = 512  # short side of the processing size, in pixels
@@ -40,6 +44,11 @@ class ModelConfig:
     weights_dir: Path | None = None
     allow_download: bool = False  # --download / VEDIT_ALLOW_DOWNLOAD=1: fetch missing weights (weights.hub.ensure_entries)
     allow_unsafe_weights: bool = False  # --allow-unsafe-weights: load pickle (.bin/.ckpt) checkpoints too
+
+    def __post_init__(self) -> None:
+        if self.guidance_scale is None:  # resolved here, so every backend reads a number
+            default = BACKEND_GUIDANCE_SCALE.get(self.backend, DEFAULT_GUIDANCE_SCALE)
+            object.__setattr__(self, "guidance_scale", default)
 
     def validate(self) -> "ModelConfig":
         """Check ranges up front; every message says what was given and what is expected."""

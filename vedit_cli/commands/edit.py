@@ -7,11 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from vedit_cli.config import EditConfig, EncodeConfig, ModelConfig
+from vedit_cli.config import BACKEND_GUIDANCE_SCALE, DEFAULT_GUIDANCE_SCALE, EditConfig, EncodeConfig, ModelConfig
 
 _MODEL = ModelConfig()
 _ENCODE = EncodeConfig()
 _EDIT = EditConfig()
+_GUIDANCE_HELP = "Text guidance scale (default " + "; ".join(
+    [str(DEFAULT_GUIDANCE_SCALE)] + [f"{name} {value}" for name, value in BACKEND_GUIDANCE_SCALE.items()]) + ")."
 
 
 def edit(
@@ -21,8 +23,8 @@ def edit(
     manifest: Annotated[Optional[Path], typer.Option(help="CSV or JSONL with columns input, prompt[, output].")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="The instruction, when every argument is an input.")] = None,
     backend: Annotated[str, typer.Option(help="copy, movie, eve or svdiff.")] = _MODEL.backend,
-    steps: Annotated[Optional[int], typer.Option(help="Denoising steps [default: the backend's own].")] = None,
-    guidance_scale: Annotated[float, typer.Option(help="Text guidance scale.")] = _MODEL.guidance_scale,
+    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the backend's own).")] = None,
+    guidance_scale: Annotated[Optional[float], typer.Option(help=_GUIDANCE_HELP)] = None,
     image_guidance_scale: Annotated[float, typer.Option(help="Image guidance scale.")] = _MODEL.image_guidance_scale,
     seed: Annotated[int, typer.Option(help="Random seed (one noise tensor per clip).")] = _MODEL.seed,
     size: Annotated[int, typer.Option(help="Short side of the processing size, in pixels.")] = _MODEL.size,
@@ -32,7 +34,7 @@ def edit(
     movie_mode: Annotated[str, typer.Option(help="movie: auto (student if its weights exist), teacher, student.")] = _MODEL.movie_mode,
     anchor: Annotated[bool, typer.Option("--anchor/--no-anchor", help="movie: attend to an anchor frame against flicker.")] = _MODEL.anchor,
     keyframe_interval: Annotated[int, typer.Option(help="movie anchor: new anchor every N frames (0: first frame).")] = _MODEL.keyframe_interval,
-    caption: Annotated[Optional[str], typer.Option(help="eve: caption of the edited video [default: the instruction].")] = None,
+    caption: Annotated[Optional[str], typer.Option(help="eve: caption of the edited video (default: the instruction).")] = None,
     controlnet_scale: Annotated[float, typer.Option(help="eve: edit-adapter strength.")] = _MODEL.controlnet_scale,
     lora_scale: Annotated[float, typer.Option(help="eve: alignment LoRA strength.")] = _MODEL.lora_scale,
     window: Annotated[int, typer.Option(help="eve: frames per temporal window.")] = _MODEL.window,

@@ -39,6 +39,8 @@ def edit(
     lora_scale: Annotated[float, typer.Option(help="eve: alignment LoRA strength.")] = _MODEL.lora_scale,
     window: Annotated[int, typer.Option(help="eve: frames per temporal window.")] = _MODEL.window,
     overlap: Annotated[int, typer.Option(help="eve: frames shared by neighbouring windows.")] = _MODEL.overlap,
+    chunk_windows: Annotated[int, typer.Option(help="eve: windows denoised together, latents blended every step.")] = _MODEL.chunk_windows,
+    strength: Annotated[float, typer.Option(help="svdiff: how far LCM inversion noises each frame, in (0, 1].")] = _MODEL.strength,
     weights_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint folder.", envvar="VEDIT_WEIGHTS")] = None,
     download: Annotated[bool, typer.Option("--download/--no-download", help="Download missing weights.", envvar="VEDIT_ALLOW_DOWNLOAD")] = _MODEL.allow_download,
     allow_unsafe_weights: Annotated[bool, typer.Option(help="Also load pickle (.bin/.ckpt) checkpoints: only from sources you trust.")] = _MODEL.allow_unsafe_weights,
@@ -62,7 +64,7 @@ def edit(
         backend=backend, steps=steps, guidance_scale=guidance_scale, image_guidance_scale=image_guidance_scale,
         seed=seed, size=size, device=device, dtype=dtype, vae=vae, movie_mode=movie_mode, anchor=anchor,
         keyframe_interval=keyframe_interval, caption=caption, controlnet_scale=controlnet_scale,
-        lora_scale=lora_scale, window=window, overlap=overlap, weights_dir=weights_dir, allow_download=download,
+        lora_scale=lora_scale, window=window, overlap=overlap, chunk_windows=chunk_windows, strength=strength, weights_dir=weights_dir, allow_download=download,
         allow_unsafe_weights=allow_unsafe_weights,
     )
     config = EditConfig(

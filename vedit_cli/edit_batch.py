@@ -104,7 +104,8 @@ def _edit_one(outcome, info, editor, config, observer, evaluate: bool, debug: bo
     observer.clip_started(job, info.frame_count)
     started = time.perf_counter()
     try:
-        result = edit_clip(job.input_path, job.output_path, editor, job.prompt, config, on_progress=observer.frames_done)
+        result = edit_clip(job.input_path, job.output_path, editor, job.prompt, config,
+                           on_progress=observer.frames_done, info=info)
         outcome.frames = result.frames_written
         outcome.status = "ok"
         if evaluate:

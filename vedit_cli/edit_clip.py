@@ -50,6 +50,7 @@ def edit_clip(
     prompt: str,
     config: EditConfig,
     on_progress: Callable[[int], None] | None = None,
+    info: "VideoInfo | None" = None,
 ) -> ClipResult:
     """Edit `input_path` into `output_path` with the same frame count, frame rate, display size and audio."""
     from vedit_cli.io.decode import read_frames
@@ -58,8 +59,8 @@ def edit_clip(
 
     # 1. Refuse a bad output path before any work (exists without --overwrite, equals the input, unwritable).
     check_output(Path(input_path), Path(output_path), config.overwrite)
-    # 2. Probe: exact fps, frames that really decode, upright display size, audio.
-    info = probe(input_path)
+    # 2. Probe (unless the caller already did): exact fps, frames that really decode, display size, audio.
+    info = info if info is not None else probe(input_path)
     # 3. An instruction-following editor with no instruction would silently return a near-copy.
     if editor.needs_prompt and not prompt.strip():
         raise ConfigError(f"{input_path}: the {config.model.backend} backend needs a non-empty edit instruction")

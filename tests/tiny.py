@@ -1,11 +1,10 @@
 """Tiny random components, built and saved locally, loaded back through the real `from_pretrained` paths.
 
-Nothing here touches the network: the tokenizer is written from a byte-level vocabulary made on the spot.
+Nothing here touches the network: the tokenizer is the byte-level one vedit_cli.benchmark.tokenizer writes offline.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -13,31 +12,12 @@ import torch
 TEXT_HIDDEN = 32
 
 
-def _bytes_to_unicode() -> list[str]:
-    """The byte -> printable character table of GPT-2/CLIP byte-level BPE."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
 def write_tokenizer(folder: Path) -> Path:
     """A CLIPTokenizer with every byte as a token (no merges): small, deterministic, offline."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = _bytes_to_unicode()
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    from transformers import CLIPTokenizer
+    from vedit_cli.benchmark.tokenizer import byte_level_clip_tokenizer
 
-    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
-    tokenizer.save_pretrained(str(folder))
+    folder = Path(folder)
+    byte_level_clip_tokenizer(folder=folder).save_pretrained(str(folder))
     return folder
 
 

@@ -24,14 +24,24 @@ def _bytes_to_unicode() -> list[str]:
     return [chr(code) for code in codes]
 
 
-def byte_level_clip_tokenizer(model_max_length: int = 77):
-    """A CLIPTokenizer over the 256 bytes (plus word-end forms and the two special tokens), built offline."""
-    from transformers import CLIPTokenizer
-
+def write_byte_level_vocabulary(folder: Path) -> tuple[Path, Path]:
+    """vocab.json (the 256 bytes, their word-end forms, the two special tokens) and an empty merges.txt."""
     chars = _bytes_to_unicode()
     tokens = chars + [char + "</w>" for char in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    with tempfile.TemporaryDirectory(prefix="vedit-tokenizer-") as folder:
-        vocab, merges = Path(folder) / "vocab.json", Path(folder) / "merges.txt"
-        vocab.write_text(json.dumps({token: index for index, token in enumerate(tokens)}))
-        merges.write_text("#version: 0.2\n")
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab, merges = folder / "vocab.json", folder / "merges.txt"
+    vocab.write_text(json.dumps({token: index for index, token in enumerate(tokens)}))
+    merges.write_text("#version: 0.2\n")
+    return vocab, merges
+
+
+def byte_level_clip_tokenizer(model_max_length: int = 77, folder: Path | None = None):
+    """A CLIPTokenizer over the 256 bytes, built offline; its files go to `folder` (else a temporary one)."""
+    from transformers import CLIPTokenizer
+
+    if folder is not None:
+        vocab, merges = write_byte_level_vocabulary(Path(folder))
+        return CLIPTokenizer(str(vocab), str(merges), model_max_length=model_max_length)
+    with tempfile.TemporaryDirectory(prefix="vedit-tokenizer-") as temporary:
+        vocab, merges = write_byte_level_vocabulary(Path(temporary))
         return CLIPTokenizer(str(vocab), str(merges), model_max_length=model_max_length)

@@ -6,12 +6,11 @@ Default output names never collide with inputs: `<stem>.vedit.mp4` beside a sing
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from vedit_cli.errors import ConfigError
+from vedit_cli.manifest_rows import JSONL_SUFFIXES, read_manifest_rows
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .gif .mpg .mpeg .wmv .flv .ts .mts .m2ts .3gp .ogv".split()
@@ -120,24 +119,10 @@ def read_manifest(manifest: Path) -> list[dict[str, str]]:
     """Rows of a CSV (header: input,prompt[,output]) or JSONL ({"input":..., "prompt":..., "output":...}) file."""
     if not manifest.is_file():
         raise ConfigError(f"manifest {manifest} does not exist")
-    text = manifest.read_text(encoding="utf-8")
-    if manifest.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ConfigError(f"{manifest}: line {number} is not valid JSON ({error.msg})") from None
-            if not isinstance(value, dict):
-                raise ConfigError(f"{manifest}: line {number} must be a JSON object with 'input' and 'prompt'")
-            rows.append({key: str(val) for key, val in value.items() if val is not None})
-        return rows
-    reader = csv.DictReader(text.splitlines())
-    if reader.fieldnames is None or "input" not in reader.fieldnames:
+    rows = read_manifest_rows(manifest, ConfigError)
+    if rows and "input" not in rows[0][1] and manifest.suffix.lower() not in JSONL_SUFFIXES:
         raise ConfigError(f"{manifest}: a CSV manifest needs a header row with 'input' and 'prompt' columns")
-    return [{key: value for key, value in row.items() if key and value is not None} for row in reader]
+    return [{key: str(value) for key, value in row.items() if key and value is not None} for _, row in rows]
 
 
 def _resolve(base: Path, value: str) -> Path:

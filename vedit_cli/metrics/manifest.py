@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 from vedit_cli.errors import EvaluationError
+from vedit_cli.manifest_rows import read_manifest_rows
 from vedit_cli.metrics.evaluation import ClipToEvaluate
 
 COLUMNS = ("edited", "source", "prompt", "caption", "source_caption", "name")
@@ -19,31 +18,11 @@ def read_manifest(path: Path) -> list[ClipToEvaluate]:
     path = Path(path)
     if not path.is_file():
         raise EvaluationError(f"{path}: manifest not found; give a .csv or .jsonl file")
-    rows = _read_jsonl(path) if path.suffix.lower() in (".jsonl", ".ndjson") else _read_csv(path)
+    rows = read_manifest_rows(path, EvaluationError)
     clips = [_row_to_clip(row, path, number) for number, row in rows]
     if not clips:
         raise EvaluationError(f"{path}: manifest holds no rows")
     return clips
-
-
-def _read_csv(path: Path) -> list[tuple[int, dict]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        return [(number, row) for number, row in enumerate(csv.DictReader(handle), start=2)]
-
-
-def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise EvaluationError(f"{path}:{number}: not valid JSON ({error.msg}); write one object per line") from None
-        if not isinstance(row, dict):
-            raise EvaluationError(f"{path}:{number}: expected a JSON object per line")
-        rows.append((number, row))
-    return rows
 
 
 def _row_to_clip(row: dict, manifest: Path, number: int) -> ClipToEvaluate:

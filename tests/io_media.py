@@ -67,3 +67,19 @@ def make_clip(path: Path, seconds: float = 1.0, size: str = "64x48", rate: str =
     result = run_ffmpeg(["-v", "error", "-y", *inputs, *codecs, *extra, str(path)])
     assert result.returncode == 0, result.stderr
     return path
+
+
+def assert_output_matches_source(source, out) -> None:
+    """What every output promises: frames, rate (VFR -> CFR at the average), upright display size, audio, no GPS."""
+    import pytest
+
+    assert out.frame_count == source.frame_count
+    if source.is_cfr:
+        assert out.fps == source.fps
+    else:
+        assert float(out.fps) == pytest.approx(float(source.fps), rel=1e-3)
+    assert (out.width, out.height, out.rotation) == (source.width, source.height, 0)
+    assert out.has_audio == source.has_audio
+    if out.has_audio:
+        assert abs(audio_duration(out.path) - out.duration) <= 1 / float(out.fps)
+    assert "location" not in header_text(out.path).lower()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from vedit_cli.backends.base import Editor, create_editor
 from vedit_cli.config import EditConfig, ModelConfig

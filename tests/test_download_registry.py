@@ -145,3 +145,12 @@ def test_list_shows_every_entry_with_source_size_licence_and_status(tmp_path):
     assert rows["pickscore"]["sources"][1]["repo_id"] == "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
     text = CliRunner().invoke(cli.app, ["download", "--list", "--weights-dir", str(tmp_path)]).output
     assert "timbrooks/instruct-pix2pix@31519b5cb02a" in text and "local only" in text
+
+
+def test_a_backend_name_stands_for_every_entry_it_needs():
+    from vedit_cli.commands.download import _expand
+    from vedit_cli.weights.registry import entries_for_backend
+
+    assert _expand("movie") == entries_for_backend("movie") == ["instruct-pix2pix", "taesd"]
+    assert _expand("taesd") == ["taesd"]
+    assert _expand("bogus") == ["bogus"]  # refused later with the list of known names

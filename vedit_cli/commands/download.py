@@ -14,7 +14,7 @@ from vedit_cli.errors import ConfigError
 def register(app: typer.Typer) -> None:
     @app.command("download")
     def download(
-        names: Annotated[list[str] | None, typer.Argument(help="Entries to fetch (see --list).", show_default=False)] = None,
+        names: Annotated[list[str] | None, typer.Argument(help="Entries to fetch (see --list), or a backend name (movie, eve, svdiff, metrics) for all it needs.", show_default=False)] = None,
         backend: Annotated[
             str | None, typer.Option(help="Fetch every entry a backend needs: movie, eve, svdiff, metrics.")
         ] = None,
@@ -35,7 +35,8 @@ def register(app: typer.Typer) -> None:
         if list_entries:
             _print_listing(root, as_json)
             return
-        wanted = list(names or []) + (entries_for_backend(backend) if backend else [])
+        wanted = [entry for name in names or [] for entry in _expand(name)]
+        wanted += entries_for_backend(backend) if backend else []
         if not wanted:
             raise ConfigError("name the entries to fetch (e.g. `vedit download taesd`), or use --backend or --list")
         if verify:
@@ -77,6 +78,16 @@ def _print_results(results, root: Path, as_json: bool) -> None:
         return
     for result in results:
         typer.echo(f"{result.name}: {result.status} and verified in {result.folder}")
+
+
+def _expand(name: str) -> list[str]:
+    """A backend name (`vedit download movie`) stands for every entry it needs; anything else is an entry name."""
+    from vedit_cli.weights.registry import REGISTRY, entries_for_backend
+
+    if name in REGISTRY:
+        return [name]
+    users = {user for entry in REGISTRY.values() for user in entry.used_by}
+    return entries_for_backend(name) if name in users else [name]
 
 
 def _print_verification(names: list[str], root: Path, as_json: bool) -> None:

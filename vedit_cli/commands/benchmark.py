@@ -32,9 +32,11 @@ def benchmark(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Measure FLOPs, s/frame, frames/s and peak memory of each backend beside the InstructPix2Pix reference."""
+    from vedit_cli.commands.common import quiet_libraries, stderr_console
+
+    quiet_libraries()
     from vedit_cli.benchmark.compare import load_report
     from vedit_cli.benchmark.run import run_benchmark
-    from vedit_cli.commands.common import stderr_console
 
     config = BenchmarkConfig(
         backends=tuple(backend or ()), size=size, frames=frames, repeats=repeats, warmup=warmup, device=device,

@@ -22,3 +22,11 @@ def print_json(payload: Any) -> None:
 
 def debug_enabled() -> bool:
     return os.environ.get("VEDIT_DEBUG") == "1"
+
+
+def quiet_libraries() -> None:
+    """The CLI owns the output: silence diffusers/transformers advice and their weight-loading progress bars
+    (a user's own settings win). Called before the heavy imports of a command that loads models."""
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -33,7 +33,9 @@ def evaluate(
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable report on stdout.")] = False,
 ) -> None:
     """Score edited videos: warp error, flicker, CLIPFrame, CLIP text/direction, PickScore (conventions in --json)."""
-    from vedit_cli.commands.common import print_json, stderr_console
+    from vedit_cli.commands.common import print_json, quiet_libraries, stderr_console
+
+    quiet_libraries()
     from vedit_cli.metrics.report import build_report, parse_thresholds
 
     config = EvaluateConfig(

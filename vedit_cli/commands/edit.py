@@ -54,11 +54,10 @@ def edit(
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
 ) -> None:
     """Edit videos from a text instruction: vedit edit in.mp4 "make it Van Gogh"."""
-    from vedit_cli.commands.common import quiet_libraries
+    from vedit_cli.commands.common import debug_enabled, quiet_libraries
 
     quiet_libraries()
     from vedit_cli.batch import plan_jobs, split_arguments
-    from vedit_cli.commands.common import debug_enabled
     from vedit_cli.commands.edit_report import RichObserver, report_summary
     from vedit_cli.edit_batch import run_batch
 

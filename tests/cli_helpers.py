@@ -23,8 +23,8 @@ class CliResult:
 
 
 def run_vedit(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> CliResult:
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    full_env.pop("VEDIT_DEBUG", None)
+    inherited = {key: value for key, value in os.environ.items() if key != "VEDIT_DEBUG"}
+    full_env = {**inherited, "HF_HUB_OFFLINE": "1", **(env or {})}
     completed = subprocess.run(
         [sys.executable, "-m", "vedit_cli", *map(str, args)], capture_output=True, text=True, env=full_env,
         cwd=REPO_ROOT, timeout=timeout,

@@ -135,3 +135,20 @@ def test_usage_errors_are_one_line(clip):
     _assert_one_line_error(run_vedit("edit", clip), "PROMPT")
     _assert_one_line_error(run_vedit("edit", clip, "x", "--backend", "nope"), "nope")
     _assert_one_line_error(run_vedit("edit", clip, "x", "--steps", "0"), "--steps")
+
+
+def test_quiet_prints_nothing_on_success_and_debug_shows_the_traceback(clip, tmp_path):
+    quiet = run_vedit("edit", clip, "", "--backend", "copy", "-o", tmp_path / "q.mp4", "--quiet")
+    assert quiet.code == 0 and quiet.stdout == "" and quiet.stderr.strip() == ""
+    debug = run_vedit("edit", tmp_path / "missing.mp4", "", "--backend", "copy", "-o", tmp_path / "d.mp4",
+                      env={"VEDIT_DEBUG": "1"})
+    assert debug.code != 0 and "Traceback" in debug.stderr and "InputVideoError" in debug.stderr
+
+
+def test_manifest_gives_each_clip_its_prompt_and_output(clip, tmp_path):
+    manifest = tmp_path / "jobs.csv"
+    manifest.write_text(f"input,prompt,output\n{clip},,a.mp4\n{clip},,sub/b.mp4\n")
+    result = run_vedit("edit", "--manifest", manifest, "--backend", "copy", "--json")
+    assert result.code == 0, result.stderr
+    assert [c["status"] for c in result.json()["clips"]] == ["ok", "ok"]
+    assert (tmp_path / "a.mp4").is_file() and (tmp_path / "sub" / "b.mp4").is_file()

@@ -37,6 +37,8 @@ class SvdiffComponents:
     random: bool = False
 
 
+SAFE = dict(use_safetensors=True, local_files_only=True)  # weights load from safetensors only, never fetched
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -61,12 +63,12 @@ def load_components(config: ModelConfig) -> SvdiffComponents:
     from diffusers import AutoencoderTiny, LCMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    unet = UNet2DConditionModel.from_pretrained(str(sd15), subfolder="unet")
+    unet = UNet2DConditionModel.from_pretrained(str(sd15), subfolder="unet", **SAFE)
     fuse_lcm_lora(unet, lora_file)
     memory = load_memory_weights(memory_file).attach(unet) if memory_file else None
     return SvdiffComponents(
-        unet=unet, taesd=AutoencoderTiny.from_pretrained(str(taesd_dir)),
-        text_encoder=CLIPTextModel.from_pretrained(str(sd15), subfolder="text_encoder"),
+        unet=unet, taesd=AutoencoderTiny.from_pretrained(str(taesd_dir), **SAFE),
+        text_encoder=CLIPTextModel.from_pretrained(str(sd15), subfolder="text_encoder", **SAFE),
         tokenizer=load_tokenizer(sd15 / "tokenizer"),
         scheduler=LCMScheduler.from_pretrained(str(sd15), subfolder="scheduler"),
         memory=memory, device=device, dtype=dtype,

@@ -32,7 +32,7 @@ class ClipEmbedder:
         from transformers import CLIPModel, CLIPProcessor
 
         processor_folder = Path(processor_folder or model_folder)
-        self.model = CLIPModel.from_pretrained(str(model_folder)).to(device).eval()
+        self.model = CLIPModel.from_pretrained(str(model_folder), use_safetensors=True, local_files_only=True).to(device).eval()
         self.processor = CLIPProcessor.from_pretrained(str(processor_folder))
         _check_tokenizer(self.processor.tokenizer, processor_folder)
         self.device = device

@@ -15,6 +15,8 @@ from vedit_cli.errors import WeightsMissingError
 from vedit_cli.models.memory_attention import WEIGHTS_FILE, MemoryConfig, UNetMemory, load_memory_weights
 from vedit_cli.weights.registry import entry_path, require, resolve_weights_dir
 
+SAFE = dict(use_safetensors=True, local_files_only=True)  # weights load from safetensors only, never fetched
+
 SD15 = "sd15"
 LCM_LORA = "lcm-lora-sdv1-5"
 TAESD = "taesd"
@@ -37,7 +39,6 @@ class SvdiffComponents:
     random: bool = False
 
 
-SAFE = dict(use_safetensors=True, local_files_only=True)  # weights load from safetensors only, never fetched
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":

@@ -33,6 +33,7 @@ class SvdiffEditor(Editor):
         self.embeddings: torch.Tensor | None = None  # [uncond; cond] or [cond], on device
         for module in self._modules():
             module.to(device=components.device, dtype=components.dtype).eval().requires_grad_(False)
+        components.taesd.to(memory_format=torch.channels_last)  # TAESD's convolutions run ~3x faster channels-last
         self.description = self._describe()
 
     @classmethod
@@ -123,7 +124,7 @@ class SvdiffEditor(Editor):
 
         parts = self.parts
         taesd = parts.taesd
-        image = frame_1chw.to(device=parts.device, dtype=parts.dtype)
+        image = frame_1chw.to(device=parts.device, dtype=parts.dtype, memory_format=torch.channels_last)
         latents = taesd.encode(image).latents * taesd.config.scaling_factor
         parts.scheduler.set_timesteps(self.steps, device=parts.device, strength=self.strength)
         timesteps = parts.scheduler.timesteps

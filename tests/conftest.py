@@ -39,3 +39,25 @@ def tiny_weights(tmp_path_factory) -> Path:
     tiny.save_instruct_pix2pix(root / "instruct-pix2pix")
     tiny.save_taesd(root / "taesd")
     return root
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run faster on one thread than with two fighting the encoder, decoder and other processes."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def clip_weights(tmp_path_factory) -> Path:
+    """A weights dir with tiny random 'clip-vit-large-patch14' and 'pickscore' (processor in a subfolder) entries."""
+    from tests import tiny
+
+    root = tmp_path_factory.mktemp("clip_weights")
+    tiny.save_tiny_clip(root / "clip-vit-large-patch14", seed=0)
+    tiny.save_tiny_clip(root / "pickscore", seed=1, logit_scale=3.1, processor_subfolder="processor")
+    return root

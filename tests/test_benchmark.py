@@ -11,13 +11,7 @@ from vedit_cli.benchmark.flops import OTHER, FlopProbe
 from vedit_cli.benchmark.hooks import StageHooks
 from vedit_cli.benchmark.measure import count_flops, make_clip, time_clip
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared CPU: one thread avoids thread-pool thrashing (40x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TOKENS, TEXT_IN, TEXT_OUT = 4, 8, 16

@@ -18,12 +18,7 @@ SIZE, FRAMES = 16, 8
 PROMPT = "turn the sky pink"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("guidance_scale", [7.5, 1.0])

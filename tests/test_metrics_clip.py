@@ -54,16 +54,6 @@ def test_directional_similarity_on_known_directions():
 # ---- tiny random CLIP models, loaded like the real checkpoints --------------------------------------------------
 
 @pytest.fixture(scope="module")
-def clip_weights(tmp_path_factory):
-    from tests import tiny
-
-    root = tmp_path_factory.mktemp("clip_weights")
-    tiny.save_tiny_clip(root / "clip-vit-large-patch14", seed=0)
-    tiny.save_tiny_clip(root / "pickscore", seed=1, logit_scale=3.1, processor_subfolder="processor")
-    return root
-
-
-@pytest.fixture(scope="module")
 def frames():
     rng = np.random.default_rng(0)
     return [rng.integers(0, 256, (40, 56, 3), dtype=np.uint8) for _ in range(4)]

@@ -22,16 +22,6 @@ def write_frames(folder, frames):
 
 
 @pytest.fixture(scope="module")
-def clip_weights(tmp_path_factory):
-    from tests import tiny
-
-    root = tmp_path_factory.mktemp("clip_weights")
-    tiny.save_tiny_clip(root / "clip-vit-large-patch14", seed=0)
-    tiny.save_tiny_clip(root / "pickscore", seed=1, logit_scale=3.1, processor_subfolder="processor")
-    return root
-
-
-@pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("clips")
     source = translated_clip(smooth_texture(0), frames=5)

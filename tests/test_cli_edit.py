@@ -152,3 +152,42 @@ def test_manifest_gives_each_clip_its_prompt_and_output(clip, tmp_path):
     assert result.code == 0, result.stderr
     assert [c["status"] for c in result.json()["clips"]] == ["ok", "ok"]
     assert (tmp_path / "a.mp4").is_file() and (tmp_path / "sub" / "b.mp4").is_file()
+
+
+def test_ctrl_c_leaves_no_file_no_temp_and_no_ffmpeg(shared_videos, tmp_path):
+    import os
+    import signal
+    import sys
+    import time
+
+    out_dir = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vedit_cli", "edit", str(shared_videos / "chrome.webm"), "", "--backend", "copy",
+         "--preset", "veryslow", "-o", str(out_dir / "chrome.mp4")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (out_dir.is_dir() and any(out_dir.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.1)  # wait until the encoder is writing its temporary file
+    assert process.poll() is None, "the edit finished before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
+    assert list(out_dir.iterdir()) == []
+    assert _session_processes(process.pid) == []  # ffmpeg encoders and decoders of that session are gone
+
+
+def _session_processes(session_id: int) -> list[int]:
+    import os
+
+    import psutil
+
+    alive = []
+    for candidate in psutil.pids():
+        try:
+            if os.getsid(candidate) == session_id:
+                alive.append(candidate)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return alive

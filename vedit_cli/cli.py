@@ -62,6 +62,8 @@ def main() -> None:
             raise
         print(f"vedit: internal error: {type(error).__name__}: {error} (set VEDIT_DEBUG=1 for the traceback)", file=sys.stderr)
         sys.exit(2)
+    if exit_code == 130:  # typer turns Ctrl-C into Exit(130); outputs in progress were already removed
+        print("vedit: interrupted; finished outputs are kept, rerun to resume", file=sys.stderr)
     sys.exit(exit_code if isinstance(exit_code, int) else 0)
 
 

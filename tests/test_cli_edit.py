@@ -46,6 +46,7 @@ def test_copy_backend_keeps_frames_rate_size_and_audio(clip, tmp_path):
         source.frame_count, source.fps, source.width, source.height)
     assert edited.has_audio and source.has_audio
     assert summary["clips"][0]["frames"] == source.frame_count
+    assert summary["clips"][0]["editor"].startswith("copy")
 
 
 def test_rerun_skips_finished_outputs_and_overwrite_redoes_them(clip, tmp_path):

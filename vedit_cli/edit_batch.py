@@ -21,6 +21,7 @@ class ClipOutcome:
     frames: int = 0
     seconds: float = 0.0
     error: str | None = None
+    editor: str | None = None  # which backend and mode edited it, e.g. "movie teacher: 10 steps x 3 passes, ..."
     metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -107,6 +108,7 @@ def _edit_one(outcome, info, editor, config, observer, evaluate: bool, debug: bo
         result = edit_clip(job.input_path, job.output_path, editor, job.prompt, config,
                            on_progress=observer.frames_done, info=info)
         outcome.frames = result.frames_written
+        outcome.editor = editor.description
         outcome.status = "ok"
         if evaluate:
             outcome.metrics = _evaluate(job)

@@ -74,7 +74,7 @@ def report_summary(outcomes: list[ClipOutcome], json_output: bool, quiet: bool) 
             "clips": [
                 {"input": str(o.job.input_path), "output": str(o.job.output_path), "prompt": o.job.prompt,
                  "status": o.status, "frames": o.frames, "seconds": round(o.seconds, 3), "fps": round(o.fps, 2),
-                 "error": o.error, "metrics": o.metrics}
+                 "error": o.error, "editor": o.editor, "metrics": o.metrics}
                 for o in outcomes
             ],
         })

@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vedit_cli.benchmark.flops import flops_of  # noqa: E402
 from vedit_cli.backends.eve import chunk_frames  # noqa: E402
 from vedit_cli.backends.eve_components import motion_bypassed  # noqa: E402
 from vedit_cli.config import EVE_DEFAULT_STEPS, ModelConfig  # noqa: E402
@@ -30,13 +30,6 @@ TERA = 1e12
 CFG = 2
 
 
-def count(fn) -> int:
-    """FLOPs of one call (multiply-add = 2); on meta tensors attention is counted by its math formula."""
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        fn()
-    return counter.get_total_flops()
-
 
 def stack_call(unet, controlnet, latent: int, frames: int) -> tuple[int, int]:
     """(ControlNet, UNet) FLOPs of one guided call on `frames` frames: batch CFG x frames, as the editor runs it."""
@@ -46,9 +39,9 @@ def stack_call(unet, controlnet, latent: int, frames: int) -> tuple[int, int]:
     hint = torch.empty(CFG * frames, 3, latent * 8, latent * 8, device="meta")
     t = torch.tensor(500, device="meta")
     residuals = []
-    controlnet_flops = count(lambda: residuals.extend(controlnet(flat, t, text, controlnet_cond=hint, return_dict=False)))
+    controlnet_flops = flops_of(lambda: residuals.extend(controlnet(flat, t, text, controlnet_cond=hint, return_dict=False)))
     down, mid = residuals[0], residuals[1]
-    unet_flops = count(lambda: unet(sample, t, text, down_block_additional_residuals=down,
+    unet_flops = flops_of(lambda: unet(sample, t, text, down_block_additional_residuals=down,
                                     mid_block_additional_residual=mid))
     return controlnet_flops, unet_flops
 
@@ -65,14 +58,14 @@ def measure(size: int, window: int) -> dict[str, float]:
     with motion_bypassed(unet):
         anchor_cn, anchor_unet = stack_call(unet, controlnet, latent, 1)
     unet2d, one_latent = arch.build_unet(4), torch.empty(1, 4, latent, latent, device="meta")
-    spatial_unet = count(lambda: unet2d(one_latent, torch.tensor(500, device="meta"),
+    spatial_unet = flops_of(lambda: unet2d(one_latent, torch.tensor(500, device="meta"),
                                         torch.empty(1, 77, 768, device="meta")))
     ids = torch.zeros(1, 77, dtype=torch.long, device="meta")
     return {name: flops / TERA for name, flops in {
         "window_call": window_cn + window_unet, "window_unet": window_unet, "window_controlnet": window_cn,
         "anchor_call": anchor_cn + anchor_unet, "sd15_unet_pass": spatial_unet,
-        "controlnet_pass": anchor_cn / CFG, "vae_decode": count(lambda: vae.decode(one_latent)),
-        "text_encoder": count(lambda: arch.build_text_encoder()(ids)),
+        "controlnet_pass": anchor_cn / CFG, "vae_decode": flops_of(lambda: vae.decode(one_latent)),
+        "text_encoder": flops_of(lambda: arch.build_text_encoder()(ids)),
     }.items()}
 
 

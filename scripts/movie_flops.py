@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vedit_cli.benchmark.flops import flops_of  # noqa: E402
 from vedit_cli.models import guidance_embedding  # noqa: E402
 from vedit_cli.models.architectures import build_taesd, build_text_encoder, build_unet, build_vae  # noqa: E402
 
@@ -29,19 +29,12 @@ PAPER_TABLE_1 = {  # TFLOPs per frame at 480x480 (MoViE, Table 1)
 TERA = 1e12
 
 
-def count(fn) -> int:
-    """FLOPs of one call (multiply-add = 2); on meta tensors attention is counted by its math formula."""
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        fn()
-    return counter.get_total_flops()
-
 
 def unet_call_flops(unet, latent: int, batch: int, with_guidance: bool = False) -> int:
     sample = torch.empty(batch, 8, latent, latent, device="meta")
     text = torch.empty(batch, 77, 768, device="meta")
     labels = torch.empty(batch, 2, device="meta") if with_guidance else None
-    return count(lambda: unet(sample, torch.tensor(500, device="meta"), text, class_labels=labels))
+    return flops_of(lambda: unet(sample, torch.tensor(500, device="meta"), text, class_labels=labels))
 
 
 def measure(size: int) -> dict[str, float]:
@@ -52,9 +45,9 @@ def measure(size: int) -> dict[str, float]:
     vae, taesd = build_vae(device="meta"), build_taesd(device="meta")
     unet = build_unet(8, device="meta")
     stages = {
-        "vae_encode": count(lambda: vae.encode(image)), "vae_decode": count(lambda: vae.decode(latents)),
-        "taesd_encode": count(lambda: taesd.encode(image)), "taesd_decode": count(lambda: taesd.decode(latents)),
-        "text_encoder": count(lambda: build_text_encoder("meta")(torch.zeros(1, 77, dtype=torch.long,
+        "vae_encode": flops_of(lambda: vae.encode(image)), "vae_decode": flops_of(lambda: vae.decode(latents)),
+        "taesd_encode": flops_of(lambda: taesd.encode(image)), "taesd_decode": flops_of(lambda: taesd.decode(latents)),
+        "text_encoder": flops_of(lambda: build_text_encoder("meta")(torch.zeros(1, 77, dtype=torch.long,
                                                                               device="meta"))),
         "unet_cfg_batch3": unet_call_flops(unet, latent, 3), "unet_pass": unet_call_flops(unet, latent, 1),
     }

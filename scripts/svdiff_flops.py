@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vedit_cli.benchmark.flops import flops_of  # noqa: E402
 from vedit_cli.models.architectures import build_taesd, build_text_encoder, build_unet, parameter_count  # noqa: E402
 from vedit_cli.models.memory_attention import MemoryConfig, UNetMemory  # noqa: E402
 
@@ -27,17 +27,11 @@ PAPER_MEMORY_MB = 49.7
 RTX4090_FP16_TENSOR_TFLOPS = 165.2  # dense FP16 with FP32 accumulate, NVIDIA Ada whitepaper
 
 
-def count(fn) -> int:
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        fn()
-    return counter.get_total_flops()
-
 
 def unet_pass_flops(unet, latent: int, batch: int) -> int:
     sample = torch.empty(batch, 4, latent, latent, device="meta")
     text = torch.empty(batch, 77, 768, device="meta")
-    return count(lambda: unet(sample, torch.tensor(500, device="meta"), text))
+    return flops_of(lambda: unet(sample, torch.tensor(500, device="meta"), text))
 
 
 def main() -> None:
@@ -50,9 +44,9 @@ def main() -> None:
     with torch.device("meta"):
         memory = UNetMemory(MemoryConfig.for_unet(unet)).eval().requires_grad_(False)
     image = torch.empty(1, 3, args.size, args.size, device="meta")
-    encode = count(lambda: taesd.encode(image))
-    decode = count(lambda: taesd.decode(torch.empty(1, 4, latent, latent, device="meta")))
-    text = count(lambda: text_encoder(torch.zeros(1, 77, dtype=torch.long, device="meta")))
+    encode = flops_of(lambda: taesd.encode(image))
+    decode = flops_of(lambda: taesd.decode(torch.empty(1, 4, latent, latent, device="meta")))
+    text = flops_of(lambda: text_encoder(torch.zeros(1, 77, dtype=torch.long, device="meta")))
     plain_pair = unet_pass_flops(unet, latent, batch=2)
     memory.attach(unet)
     memory_pair = unet_pass_flops(unet, latent, batch=2)

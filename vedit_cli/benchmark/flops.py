@@ -156,3 +156,13 @@ class FlopProbe:
     def _exit_stage(self, stage: str, output) -> None:
         spent = self._flops_so_far() - self.stage_started_at
         self.pending.flops[stage] = self.pending.flops.get(stage, 0) + spent
+
+
+def flops_of(fn) -> int:
+    """FLOPs of one call of `fn` (multiply-add = 2); on meta tensors attention is counted by its math formula."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        fn()
+    return counter.get_total_flops()

@@ -39,7 +39,7 @@ def source_frames(clip: Path, count: int, size: int) -> list[np.ndarray]:
 
 
 def edit_frames(weights_dir: Path, frames: list[np.ndarray], anchor: bool, args) -> list[np.ndarray]:
-    from vedit_cli.backends.movie import MovieEditor
+    from vedit_cli.backends.movie.editor import MovieEditor
 
     config = ModelConfig(weights_dir=weights_dir, device="cpu", dtype="float32", steps=args.steps, anchor=anchor,
                          keyframe_interval=args.keyframe_interval, movie_mode="teacher").validate()

@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vedit_cli.benchmark.flops import flops_of  # noqa: E402
-from vedit_cli.backends.eve import chunk_frames  # noqa: E402
-from vedit_cli.backends.eve_components import motion_bypassed  # noqa: E402
+from vedit_cli.backends.eve.editor import chunk_frames  # noqa: E402
+from vedit_cli.backends.eve.components import motion_bypassed  # noqa: E402
 from vedit_cli.config import EVE_DEFAULT_STEPS, ModelConfig  # noqa: E402
 from vedit_cli.models import architectures as arch  # noqa: E402
 from vedit_cli.pipeline.windows import plan_windows  # noqa: E402

@@ -46,7 +46,7 @@ def child(args: argparse.Namespace) -> None:
     """In the fresh process: one clip through run_clip, then JSON with the peak RSS."""
     import torch
 
-    from vedit_cli.backends.eve import EveEditor
+    from vedit_cli.backends.eve.editor import EveEditor
     from vedit_cli.config import EditConfig, ModelConfig
     from vedit_cli.pipeline.runner import run_clip
 

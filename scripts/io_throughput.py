@@ -64,8 +64,8 @@ def timed(run) -> Timing:
 
 def time_pipeline(source: Path, output: Path, config) -> Timing:
     """edit_clip with the copy backend: probe + decode + to-tensor + edit + from-tensor + encode + mux."""
-    from vedit_cli.backends.base import create_editor
-    from vedit_cli.edit_clip import edit_clip
+    from vedit_cli.editor import create_editor
+    from vedit_cli.editing.clip import edit_clip
 
     editor = create_editor(config.model)
 

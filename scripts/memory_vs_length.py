@@ -30,9 +30,9 @@ def child(args: argparse.Namespace) -> None:
     """Runs in the fresh subprocess: one edit_clip, then prints JSON with peak RSS."""
     import torch
 
-    from vedit_cli.backends.base import create_editor
+    from vedit_cli.editor import create_editor
     from vedit_cli.config import EditConfig, ModelConfig
-    from vedit_cli.edit_clip import edit_clip
+    from vedit_cli.editing.clip import edit_clip
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)

@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # tests.tiny builds the tiny checkpoints offline
 
 from tests import tiny  # noqa: E402
-from vedit_cli.backends.base import create_editor  # noqa: E402
+from vedit_cli.editor import create_editor  # noqa: E402
 from vedit_cli.config import ModelConfig  # noqa: E402
 
 CHECKPOINTS = (10, 100, 1000)

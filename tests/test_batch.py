@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vedit_cli.batch import ClipJob, find_videos, is_vedit_output, plan_jobs, split_arguments
+from vedit_cli.editing.jobs import ClipJob, find_videos, is_vedit_output, plan_jobs, split_arguments
 from vedit_cli.errors import ConfigError
 
 

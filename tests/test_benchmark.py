@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from vedit_cli.backends.base import Editor
+from vedit_cli.editor import Editor
 from vedit_cli.benchmark.flops import OTHER, FlopProbe
 from vedit_cli.benchmark.hooks import StageHooks
 from vedit_cli.benchmark.measure import count_flops, make_clip, time_clip

@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from vedit_cli.backends import base
+from vedit_cli import editor as base
 from vedit_cli.benchmark.compare import BenchmarkRegressionError, Regression, find_regressions
 from vedit_cli.commands import benchmark
 from vedit_cli.errors import ConfigError

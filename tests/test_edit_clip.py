@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vedit_cli.backends.base import Editor, create_editor
+from vedit_cli.editor import Editor, create_editor
 from vedit_cli.config import EditConfig, ModelConfig
 from vedit_cli.errors import ConfigError, FrameCountError, OutputError
 from vedit_cli.pipeline.runner import run_clip
@@ -48,7 +48,7 @@ def test_copy_pipeline_is_pixel_exact_before_the_encoder(shared_videos, name):
 @pytest.mark.parametrize("name", CLIPS)
 def test_edit_clip_keeps_frames_fps_size_audio_and_pixels(shared_videos, tmp_path, name):
     pytest.importorskip("vedit_cli.io.output")
-    from vedit_cli.edit_clip import edit_clip
+    from vedit_cli.editing.clip import edit_clip
     from vedit_cli.io.decode import read_frames
     from vedit_cli.io.probe import probe
 
@@ -86,7 +86,7 @@ class ShiftEditor(Editor):
 
 def test_resizing_editor_output_matches_source_or_processing_size(shared_videos, tmp_path):
     pytest.importorskip("vedit_cli.io.output")
-    from vedit_cli.edit_clip import edit_clip
+    from vedit_cli.editing.clip import edit_clip
     from vedit_cli.io.decode import read_frames
     from vedit_cli.io.probe import probe
 
@@ -106,7 +106,7 @@ def test_resizing_editor_output_matches_source_or_processing_size(shared_videos,
 
 def test_empty_prompt_for_a_prompted_editor_is_a_config_error(shared_videos, tmp_path):
     pytest.importorskip("vedit_cli.io.output")
-    from vedit_cli.edit_clip import edit_clip
+    from vedit_cli.editing.clip import edit_clip
 
     with pytest.raises(ConfigError, match="instruction"):
         edit_clip(shared_videos / "video_90.mov", tmp_path / "out.mp4", ShiftEditor(), "   ", copy_config())
@@ -115,7 +115,7 @@ def test_empty_prompt_for_a_prompted_editor_is_a_config_error(shared_videos, tmp
 
 def test_existing_output_is_refused_without_overwrite(shared_videos, tmp_path):
     pytest.importorskip("vedit_cli.io.output")
-    from vedit_cli.edit_clip import edit_clip
+    from vedit_cli.editing.clip import edit_clip
 
     existing = tmp_path / "out.mp4"
     existing.write_bytes(b"keep me")
@@ -127,7 +127,7 @@ def test_existing_output_is_refused_without_overwrite(shared_videos, tmp_path):
 
 def test_dropped_frame_leaves_no_output(shared_videos, tmp_path):
     pytest.importorskip("vedit_cli.io.output")
-    from vedit_cli.edit_clip import edit_clip
+    from vedit_cli.editing.clip import edit_clip
 
     class Dropping(ShiftEditor):
         needs_prompt, resizes = False, False

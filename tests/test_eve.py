@@ -40,7 +40,7 @@ def _config(weights_dir, **changes) -> ModelConfig:
 
 
 def _editor(weights_dir, **changes):
-    from vedit_cli.backends.eve import EveEditor
+    from vedit_cli.backends.eve.editor import EveEditor
 
     return EveEditor.from_config(_config(weights_dir, **changes))
 
@@ -57,7 +57,7 @@ def _edit(editor, frames_tchw: torch.Tensor) -> torch.Tensor:
 
 
 def test_missing_weights_name_the_download_command(tmp_path):
-    from vedit_cli.backends.eve import EveEditor
+    from vedit_cli.backends.eve.editor import EveEditor
 
     with pytest.raises(WeightsMissingError, match="vedit download sd15"):
         EveEditor.from_config(_config(tmp_path))
@@ -101,7 +101,7 @@ def test_a_different_seed_gives_a_different_edit(eve_weights):
 
 def test_step_blends_overlapping_windows_with_the_planner_weights(eve_weights):
     """One blended step equals the planner-weighted sum of each window's own DDIM step, frame by frame."""
-    from vedit_cli.backends import eve_sampling
+    from vedit_cli.backends.eve import sampling as eve_sampling
     from vedit_cli.pipeline.windows import blend_weights, plan_windows
 
     editor = _editor(eve_weights)
@@ -124,7 +124,7 @@ def test_step_blends_overlapping_windows_with_the_planner_weights(eve_weights):
 
 def test_first_frame_is_the_edit_adapter_alone(eve_weights):
     """Frame 0 is edited first by backbone + ControlNet with the temporal layers bypassed, and anchors the clip."""
-    from vedit_cli.backends import eve_sampling
+    from vedit_cli.backends.eve import sampling as eve_sampling
 
     editor = _editor(eve_weights)
     frames = _clip(6)
@@ -163,7 +163,7 @@ def test_chunks_through_the_runner_give_every_frame_once(eve_weights):
 
 
 def test_noise_belongs_to_the_clip_frame_not_the_chunk():
-    from vedit_cli.backends.eve_sampling import frame_noise
+    from vedit_cli.backends.eve.sampling import frame_noise
 
     whole = frame_noise(7, 0, 20, (4, 3, 3))
     torch.testing.assert_close(frame_noise(7, 12, 8, (4, 3, 3)), whole[:, 12:], rtol=0, atol=0)

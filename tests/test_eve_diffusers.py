@@ -26,8 +26,8 @@ def test_single_window_matches_diffusers(tmp_path, guidance_scale):
     from diffusers import AnimateDiffVideoToVideoControlNetPipeline, MotionAdapter
 
     from tests import tiny
-    from vedit_cli.backends.eve import EveEditor
-    from vedit_cli.backends.eve_sampling import frame_noise
+    from vedit_cli.backends.eve.editor import EveEditor
+    from vedit_cli.backends.eve.sampling import frame_noise
     from vedit_cli.config import ModelConfig
 
     weights = tiny.save_eve_weights(tmp_path)

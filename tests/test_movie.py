@@ -15,7 +15,7 @@ TOLERANCE = 1e-4  # float32 on CPU; same arithmetic up to summation order of the
 
 
 def make_editor(weights_dir, **options):
-    from vedit_cli.backends.movie import MovieEditor
+    from vedit_cli.backends.movie.editor import MovieEditor
 
     options.setdefault("steps", STEPS)
     config = ModelConfig(weights_dir=weights_dir, device="cpu", dtype="float32", **options).validate()
@@ -48,7 +48,7 @@ def run_reference(pipe, image, noise, guidance_scale=7.5, image_guidance_scale=1
 
 
 def editor_noise(editor, frames):
-    from vedit_cli.backends.movie_sampling import clip_noise, encode_image_latents
+    from vedit_cli.backends.movie.sampling import clip_noise, encode_image_latents
 
     c = editor.components
     latent_shape = encode_image_latents(c.autoencoder, frames, c.vae_scaling_factor).shape[1:]
@@ -76,7 +76,7 @@ def test_taesd_latent_convention_pinned_against_diffusers_pipeline(tiny_weights)
     """
     from diffusers import AutoencoderTiny
 
-    from vedit_cli.backends.movie_sampling import encode_image_latents
+    from vedit_cli.backends.movie.sampling import encode_image_latents
 
     editor = make_editor(tiny_weights, vae="tiny")
     taesd = AutoencoderTiny.from_pretrained(str(tiny_weights / "taesd"), use_safetensors=True).eval()
@@ -125,7 +125,7 @@ def test_batch_of_frames_equals_single_frames_with_one_shared_noise(tiny_weights
                                            ((0.0, 1.5), ("image", "uncond")), ((7.5, 1.0), ("text_image", "image")),
                                            ((2.0, 2.0), ("text_image", "uncond")), ((1.0, 1.0), ("text_image",))])
 def test_guidance_plan_skips_zero_weight_passes(scales, passes):
-    from vedit_cli.backends.movie_sampling import teacher_plan
+    from vedit_cli.backends.movie.sampling import teacher_plan
 
     plan = teacher_plan(*scales)
     assert plan.passes == passes
@@ -135,7 +135,7 @@ def test_guidance_plan_skips_zero_weight_passes(scales, passes):
 
 
 def test_guided_prediction_is_the_instruct_pix2pix_formula():
-    from vedit_cli.backends.movie_sampling import combine, teacher_plan
+    from vedit_cli.backends.movie.sampling import combine, teacher_plan
 
     text, image, uncond = torch.randn(3, 2, 4, 8, 8)
     expected = uncond + 7.5 * (text - image) + 1.5 * (image - uncond)
@@ -159,7 +159,7 @@ def test_description_names_mode_vae_device(tiny_weights):
 
 
 def test_auto_dtype_on_cpu_is_bfloat16_and_runs(tiny_weights):
-    from vedit_cli.backends.movie import MovieEditor
+    from vedit_cli.backends.movie.editor import MovieEditor
 
     editor = MovieEditor.from_config(ModelConfig(weights_dir=tiny_weights, device="cpu", steps=1))
     editor.prepare("make it snowy")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vedit_cli.backends.base import Editor
+from vedit_cli.editor import Editor
 from vedit_cli.config import EditConfig, ModelConfig
 from vedit_cli.errors import FrameCountError
 from vedit_cli.pipeline.runner import run_clip

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tests import tiny
-from vedit_cli.backends.base import create_editor
-from vedit_cli.backends.svdiff import SvdiffEditor
+from vedit_cli.editor import create_editor
+from vedit_cli.backends.svdiff.editor import SvdiffEditor
 from vedit_cli.config import ModelConfig
 from vedit_cli.errors import WeightsMissingError
 
@@ -76,7 +76,7 @@ def test_incomplete_memory_folder_is_an_error_not_a_silent_fallback(tmp_path, sv
 
 
 def test_empty_tokenizer_is_refused(tmp_path):
-    from vedit_cli.backends.svdiff_loading import load_tokenizer
+    from vedit_cli.backends.svdiff.loading import load_tokenizer
 
     (tmp_path / "tokenizer").mkdir()
     with pytest.raises(WeightsMissingError, match="tokenizer"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vedit_cli.backends.base import Editor
+from vedit_cli.editor import Editor
 from vedit_cli.config import ModelConfig
 
 

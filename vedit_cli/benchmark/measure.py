@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vedit_cli.backends.base import Editor
+from vedit_cli.editor import Editor
 from vedit_cli.benchmark.flops import FlopProbe, StageCounts
 from vedit_cli.benchmark.memory import read_peaks, reset_peaks
 from vedit_cli.benchmark.timing import StageTimer, make_clock

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from vedit_cli.backends.base import Editor
+from vedit_cli.editor import Editor
 
 REFERENCE_NAME = "reference"
 PIPELINE_FOLDER = "instruct-pix2pix"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from vedit_cli.backends.base import BACKENDS, Editor
+from vedit_cli.editor import BACKENDS, Editor
 from vedit_cli.config import BenchmarkConfig, ModelConfig
 from vedit_cli.errors import ConfigError, VeditError
 

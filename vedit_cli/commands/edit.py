@@ -57,9 +57,9 @@ def edit(
     from vedit_cli.commands.common import debug_enabled, quiet_libraries
 
     quiet_libraries()
-    from vedit_cli.batch import plan_jobs, split_arguments
+    from vedit_cli.editing.jobs import plan_jobs, split_arguments
     from vedit_cli.commands.edit_report import RichObserver, report_summary
-    from vedit_cli.edit_batch import run_batch
+    from vedit_cli.editing.batch import run_batch
 
     inputs, the_prompt = split_arguments(list(arguments or []), prompt, manifest)
     model = ModelConfig(

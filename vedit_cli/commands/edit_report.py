@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from vedit_cli.batch import ClipJob
+from vedit_cli.editing.jobs import ClipJob
 from vedit_cli.commands.common import print_json, stderr_console
-from vedit_cli.edit_batch import ClipOutcome
+from vedit_cli.editing.batch import ClipOutcome
 
 
 class RichObserver:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vedit_cli.errors import EvaluationError
-from vedit_cli.manifest_rows import read_manifest_rows
+from vedit_cli.manifest import read_manifest_rows
 from vedit_cli.metrics.evaluation import ClipToEvaluate
 
 COLUMNS = ("edited", "source", "prompt", "caption", "source_caption", "name")

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 import numpy as np
 import torch
 
-from vedit_cli.backends.base import Editor
+from vedit_cli.editor import Editor
 from vedit_cli.config import EditConfig
 from vedit_cli.errors import FrameCountError
 from vedit_cli.pipeline.frames import FrameGeometry, plan_geometry, postprocess, preprocess

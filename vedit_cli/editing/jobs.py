@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vedit_cli.errors import ConfigError
-from vedit_cli.manifest_rows import JSONL_SUFFIXES, read_manifest_rows
+from vedit_cli.manifest import JSONL_SUFFIXES, read_manifest_rows
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .gif .mpg .mpeg .wmv .flv .ts .mts .m2ts .3gp .ogv".split()

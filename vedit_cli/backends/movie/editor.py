@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from vedit_cli.backends import movie_loading as loading
-from vedit_cli.backends import movie_sampling as sampling
-from vedit_cli.backends.base import Editor
+from vedit_cli.backends.movie import loading
+from vedit_cli.backends.movie import sampling
+from vedit_cli.editor import Editor
 from vedit_cli.config import ModelConfig
 from vedit_cli.models import anchor_attention, guidance_embedding
 from vedit_cli.models.device import dtype_name, resolve_device, resolve_dtype
@@ -60,7 +60,7 @@ class MovieEditor(Editor):
     @classmethod
     def from_config(cls, config: ModelConfig) -> "MovieEditor":
         """Load from `<weights_dir>/instruct-pix2pix` (+ `taesd`, + `movie-student`), safetensors only."""
-        from vedit_cli.backends.movie_student import load_student_unet, resolve_mode
+        from vedit_cli.backends.movie.student import load_student_unet, resolve_mode
         from vedit_cli.weights.registry import resolve_weights_dir
 
         weights_dir = resolve_weights_dir(config.weights_dir)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from vedit_cli.batch import ClipJob
+from vedit_cli.editing.jobs import ClipJob
 from vedit_cli.config import EditConfig
 from vedit_cli.errors import ConfigError, VeditError
 
@@ -61,7 +61,7 @@ def run_batch(jobs: list[ClipJob], config: EditConfig, observer: BatchObserver |
 
 def _check_inputs(outcomes: list[ClipOutcome], config: EditConfig, debug: bool) -> dict:
     """Cheap checks before any model loads: outputs that exist, unreadable inputs, empty prompts."""
-    from vedit_cli.backends.base import backend_needs_prompt
+    from vedit_cli.editor import backend_needs_prompt
     from vedit_cli.io.output import check_output
     from vedit_cli.io.probe import probe
 
@@ -86,7 +86,7 @@ def _create_editor(config: EditConfig, runnable: list[ClipOutcome]):
     """Resolve (and, when allowed, download and verify) the backend's checkpoints, then load it once."""
     if not runnable:
         return None
-    from vedit_cli.backends.base import backend_class, create_editor
+    from vedit_cli.editor import backend_class, create_editor
 
     if backend_class(config.model.backend).needs_weights:
         from vedit_cli.weights.hub import download_allowed, ensure_entries
@@ -99,7 +99,7 @@ def _create_editor(config: EditConfig, runnable: list[ClipOutcome]):
 
 
 def _edit_one(outcome, info, editor, config, observer, evaluate: bool, debug: bool) -> None:
-    from vedit_cli.edit_clip import edit_clip
+    from vedit_cli.editing.clip import edit_clip
 
     job = outcome.job
     observer.clip_started(job, info.frame_count)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from vedit_cli.backends.base import Editor
+from vedit_cli.editor import Editor
 from vedit_cli.config import EditConfig
 from vedit_cli.errors import ConfigError
 from vedit_cli.pipeline.frames import processing_size

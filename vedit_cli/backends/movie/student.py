@@ -61,7 +61,7 @@ def load_student_unet(teacher_unet, weights_dir: Path, dtype: torch.dtype):
     """The student UNet: the teacher's (or the folder's full UNet), plus delta, plus the guidance embedding."""
     from diffusers import UNet2DConditionModel
 
-    from vedit_cli.backends.movie_loading import load_model
+    from vedit_cli.backends.movie.loading import load_model
 
     folder = student_dir(weights_dir)
     unet = teacher_unet

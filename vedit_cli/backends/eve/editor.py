@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from vedit_cli.backends.base import Editor
-from vedit_cli.backends.eve_components import EveStack, load_stack, random_stack
-from vedit_cli.backends.eve_sampling import Anchor, Conditioning, build_conditioning, decode, denoise_chunk, \
+from vedit_cli.editor import Editor
+from vedit_cli.backends.eve.components import EveStack, load_stack, random_stack
+from vedit_cli.backends.eve.sampling import Anchor, Conditioning, build_conditioning, decode, denoise_chunk, \
     edit_anchor, frame_noise
 from vedit_cli.config import EVE_DEFAULT_STEPS, ModelConfig
 from vedit_cli.errors import ConfigError

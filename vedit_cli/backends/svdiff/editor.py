@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from vedit_cli.backends.base import Editor
-from vedit_cli.backends.svdiff_loading import SvdiffComponents, load_components, random_components
+from vedit_cli.editor import Editor
+from vedit_cli.backends.svdiff.loading import SvdiffComponents, load_components, random_components
 from vedit_cli.config import ModelConfig
 from vedit_cli.errors import ConfigError
 

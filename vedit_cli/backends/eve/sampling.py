@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vedit_cli.backends.eve_components import EveStack, motion_bypassed, token_ids
+from vedit_cli.backends.eve.components import EveStack, motion_bypassed, token_ids
 from vedit_cli.pipeline.windows import blend_weights
 
 

@@ -12,9 +12,9 @@ from vedit_cli.errors import ConfigError
 
 BACKENDS: dict[str, str] = {
     "copy": "vedit_cli.backends.copy:CopyEditor",
-    "movie": "vedit_cli.backends.movie:MovieEditor",
-    "eve": "vedit_cli.backends.eve:EveEditor",
-    "svdiff": "vedit_cli.backends.svdiff:SvdiffEditor",
+    "movie": "vedit_cli.backends.movie.editor:MovieEditor",
+    "eve": "vedit_cli.backends.eve.editor:EveEditor",
+    "svdiff": "vedit_cli.backends.svdiff.editor:SvdiffEditor",
 }
 
 

@@ -1,0 +1,1 @@
+"""The eve backend: editor, loading and sampling."""

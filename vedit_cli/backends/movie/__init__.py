@@ -1,0 +1,1 @@
+"""The movie backend: editor, loading and sampling."""

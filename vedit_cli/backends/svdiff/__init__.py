@@ -1,0 +1,1 @@
+"""The svdiff backend: editor, loading and sampling."""

@@ -1,0 +1,1 @@
+"""The application layer of `vedit edit`: job planning, one clip end to end, the batch."""

@@ -17,7 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("edit", "download", "benchmark", "evaluate")
+COMMAND_MODULES = ("edit", "download", "benchmark", "evaluate", "train")
 
 
 def _register_commands() -> None:

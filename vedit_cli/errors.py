@@ -39,3 +39,7 @@ class FrameCountError(VeditError):
 
 class EvaluationError(VeditError):
     """A metric could not be computed, or a threshold is malformed."""
+
+
+class TrainingDataError(VeditError):
+    """Training data is missing, unreadable, or has no usable sample (single bad samples are skipped, not raised)."""

@@ -1,4 +1,5 @@
-"""Write one finished clip atomically: hidden temp files beside the target, renamed only when complete."""
+"""Write one finished clip atomically: hidden temp files beside the target, renamed only when complete; the temp
+files of earlier writers of the same target that died (SIGKILL, power cut) are removed first (see io/partials.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from vedit_cli.config import EncodeConfig
 from vedit_cli.errors import FrameCountError, OutputError
 from vedit_cli.io.audio import mux_audio
 from vedit_cli.io.encode import CONTAINER_FORMATS, VideoWriter, check_encode_target
+from vedit_cli.io.partials import PartialLock, remove_stale_partials
 from vedit_cli.io.probe import VideoInfo
 
 
@@ -48,14 +50,10 @@ def _nearest_existing_folder(folder: Path) -> Path:
     return folder
 
 
-def partial_path(output_path: Path, role: str) -> Path:
-    """A hidden temp name beside the target that keeps the extension (ffmpeg and the muxer need it)."""
-    return output_path.with_name(f".{output_path.stem}.{os.getpid()}.{role}.partial{output_path.suffix}")
-
-
 class ClipWriter:
     """Context manager: frames -> hidden partial video; commit() checks the count, muxes audio, renames into place.
-    Leaving the block without commit (an exception, Ctrl-C) kills ffmpeg and deletes every temp file."""
+    Leaving the block without commit (an exception, Ctrl-C) kills ffmpeg and deletes every temp file; a writer
+    killed outright leaves them behind, locked by nobody, and the next writer of the same output removes them."""
 
     def __init__(self, output_path: Path, source: VideoInfo, width: int, height: int, encode: EncodeConfig) -> None:
         self.output_path = Path(output_path)
@@ -64,10 +62,16 @@ class ClipWriter:
         if _same_file(source.path, self.output_path):
             raise OutputError(f"{self.output_path}: is the input file; choose a different output name")
         self.output_path.parent.mkdir(parents=True, exist_ok=True)
-        self._video_path = partial_path(self.output_path, "video")
-        self._muxed_path = partial_path(self.output_path, "muxed")
+        remove_stale_partials(self.output_path)
+        self._lock = PartialLock(self.output_path)
+        self._video_path = self._lock.partial("video")
+        self._muxed_path = self._lock.partial("muxed")
         self._committed = False
-        self._writer = VideoWriter(self._video_path, width, height, source.fps, encode)
+        try:
+            self._writer = VideoWriter(self._video_path, width, height, source.fps, encode)
+        except BaseException:
+            self._remove_temps()
+            raise
 
     @property
     def frames_written(self) -> int:
@@ -101,6 +105,7 @@ class ClipWriter:
     def _remove_temps(self) -> None:
         for path in (self._video_path, self._muxed_path):
             path.unlink(missing_ok=True)
+        self._lock.release()
 
     def __enter__(self) -> "ClipWriter":
         return self

@@ -24,56 +24,12 @@ import torch
 
 from vedit_cli.errors import ConfigError
 from vedit_cli.train import checkpoints as ckpt
+from vedit_cli.train.config import TrainerConfig
 from vedit_cli.train.data.samples import MicroBatches, SampleSource, check_source
 from vedit_cli.train.plan import BatchPlan
 
 Progress = Callable[[dict], None]
-MIXED_PRECISION = ("no", "fp16", "bf16")
 MAX_SKIP_REASONS_LOGGED = 50
-
-
-@dataclass(frozen=True)
-class TrainerConfig:
-    """How to train (what to train is the recipe's). batch_size is per process and per micro-step."""
-
-    work_dir: Path | None = None  # checkpoints/, log.jsonl, validation/ (recipes fill in their default)
-    max_steps: int = 1000
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
-    lr_scheduler: str = "constant"  # any diffusers.optimization.get_scheduler name
-    lr_warmup_steps: int = 0
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    adam_weight_decay: float = 1e-2
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0  # 0: no clipping
-    mixed_precision: str = "no"  # no | fp16 | bf16
-    gradient_checkpointing: bool = False
-    ema_decay: float | None = None  # None: no EMA
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    validate_every: int = 0  # 0: never
-    seed: int = 0
-    shuffle: bool = True
-    resume: bool = False  # continue from the newest checkpoint in work_dir/checkpoints (none: start at step 0)
-    num_workers: int = 0  # DataLoader worker processes per training process
-    cpu: bool = False  # train on the CPU even when a GPU is there
-
-    def check(self) -> None:
-        if self.work_dir is None:
-            raise ConfigError("a training run needs a work folder (--work-dir) for its checkpoints and log")
-        positive = {"max_steps": self.max_steps, "batch_size": self.batch_size,
-                    "gradient_accumulation_steps": self.gradient_accumulation_steps,
-                    "checkpoint_every": self.checkpoint_every}
-        for name, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ConfigError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise ConfigError(f"--ema-decay must be between 0 and 1, got {self.ema_decay}")
-
-
 class Recipe(Protocol):
     """What a recipe gives the trainer. `model` is the one trained module (its requires_grad parameters train)."""
 

@@ -14,10 +14,10 @@ BadSample and is skipped by the loader.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 from vedit_cli.errors import TrainingDataError
+from vedit_cli.train.config import TripletColumns
 from vedit_cli.manifest import read_manifest_rows
 from vedit_cli.train.data.samples import BadSample
 
@@ -26,29 +26,24 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 READ_ERRORS = (OSError, ValueError, KeyError, TypeError, SyntaxError)  # PIL raises SyntaxError on some bad PNGs
 
 
-@dataclass(frozen=True)
-class TripletColumns:
-    """Column names: the defaults are timbrooks/instructpix2pix-clip-filtered's (fusing/... uses input_image)."""
-
-    source: str = "original_image"
-    instruction: str = "edit_prompt"
-    edited: str = "edited_image"
+PARQUET_COLUMNS = TripletColumns("original_image", "edit_prompt", "edited_image")
+TABLE_COLUMNS = TripletColumns("source", "instruction", "edited")
 
 
 def open_triplets(path: Path, columns: TripletColumns | None = None):
     """The reader for `path` (see the module docstring); TrainingDataError when it is neither."""
-    path = Path(path)
+    path, columns = Path(path), columns or TripletColumns()
     if not path.exists():
         raise TrainingDataError(f"training data {path} does not exist")
     if path.is_file() and path.suffix.lower() == ".parquet" or path.is_dir() and any(path.rglob("*.parquet")):
-        return ParquetTriplets(path, columns or TripletColumns())
+        return ParquetTriplets(path, columns.resolved(PARQUET_COLUMNS))
     if path.is_dir():
         tables = [path / name for name in TABLE_NAMES if (path / name).is_file()]
         if tables:
-            return TableTriplets(tables[0], columns or TripletColumns("source", "instruction", "edited"))
+            return TableTriplets(tables[0], columns.resolved(TABLE_COLUMNS))
         return FolderTriplets(path)
     if path.suffix.lower() in (".csv", ".jsonl", ".ndjson"):
-        return TableTriplets(path, columns or TripletColumns("source", "instruction", "edited"))
+        return TableTriplets(path, columns.resolved(TABLE_COLUMNS))
     raise TrainingDataError(f"training data {path} is not a folder, a .csv/.jsonl table or a .parquet file")
 
 

@@ -26,42 +26,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from vedit_cli.errors import ConfigError, OutputError, WeightsMissingError
 from vedit_cli.train.data.samples import BadSample
-from vedit_cli.train.data.triplets import TripletColumns, open_triplets
+from vedit_cli.train.config import Pix2PixConfig, TrainerConfig, TripletColumns  # noqa: F401 (the API)
+from vedit_cli.train.data.triplets import open_triplets
 from vedit_cli.train.randomness import SampleRandom
-from vedit_cli.train.trainer import Progress, TrainerConfig, train
+from vedit_cli.train.trainer import Progress, train
 
 BASE_FILES = ("unet/config.json", "vae/config.json", "text_encoder/config.json", "tokenizer/vocab.json",
               "tokenizer/merges.txt", "scheduler/scheduler_config.json")
-
-
-@dataclass(frozen=True)
-class Pix2PixConfig:
-    base: Path
-    data: Any
-    output_dir: Path
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    unet_config: dict | None = None
-    columns: TripletColumns = field(default_factory=TripletColumns)
-    resolution: int = 256
-    random_resize: float = 1.125
-    random_flip: bool = True
-    conditioning_dropout: float = 0.05
-    validation_data: Any = None
-    validation_count: int = 4
-    validation_steps: int = 10
-    overwrite: bool = False
-
-    def work_dir(self) -> Path:
-        return Path(self.trainer.work_dir or Path(self.output_dir).with_name(Path(self.output_dir).name + ".training"))
 
 
 def train_pix2pix(config: Pix2PixConfig, progress: Progress | None = None) -> Path:

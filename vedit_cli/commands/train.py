@@ -1,0 +1,135 @@
+"""`vedit train pix2pix`: InstructPix2Pix training on the accelerate trainer (one CPU/GPU, or `accelerate launch`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vedit_cli.commands.common import print_json, quiet_libraries, stderr_console
+
+
+def _defaults(cls) -> dict:
+    """Field defaults of a config dataclass: the CLI shows them, it never restates them."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+def register(app: typer.Typer) -> None:
+    from vedit_cli.train.config import Pix2PixConfig, TrainerConfig, TripletColumns
+
+    T, P = _defaults(TrainerConfig), _defaults(Pix2PixConfig)
+    train_app = typer.Typer(help="Train the models the backends load (on CPU, one GPU, or many with `accelerate launch`).",
+                            no_args_is_help=True)
+    app.add_typer(train_app, name="train")
+
+    @train_app.command("pix2pix")
+    def pix2pix(
+        data: Annotated[Path, typer.Argument(help="Triplets: a folder, a CSV/JSONL table (source, instruction, edited) or InstructPix2Pix parquet files.", show_default=False)],
+        base: Annotated[Path, typer.Option(help="Stable Diffusion folder (UNet widened to 8 input channels) or InstructPix2Pix folder (fine-tuned), diffusers layout.", show_default=False)],
+        output: Annotated[Path, typer.Option("--output", "-o", help="InstructPix2Pix folder to write (for `vedit edit --backend movie --weights-dir W`: W/instruct-pix2pix).", show_default=False)],
+        work_dir: Annotated[Path | None, typer.Option(help="Checkpoints, log.jsonl and validation images [default: OUTPUT.training].", show_default=False)] = None,
+        max_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = T["max_steps"],
+        batch_size: Annotated[int, typer.Option(help="Samples per process per micro-step (global batch = batch x processes x accumulation).")] = T["batch_size"],
+        gradient_accumulation_steps: Annotated[int, typer.Option(help="Micro-steps per optimizer step.")] = T["gradient_accumulation_steps"],
+        learning_rate: Annotated[float, typer.Option(help="AdamW learning rate (the paper: 1e-4).")] = T["learning_rate"],
+        lr_scheduler: Annotated[str, typer.Option(help="constant, linear, cosine, constant_with_warmup, ...")] = T["lr_scheduler"],
+        lr_warmup_steps: Annotated[int, typer.Option(help="Warm-up steps of the schedule.")] = T["lr_warmup_steps"],
+        max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping norm (0: none).")] = T["max_grad_norm"],
+        mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 (the UNet's master weights stay float32).")] = T["mixed_precision"],
+        gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in backward: less memory, slower.")] = T["gradient_checkpointing"],
+        ema_decay: Annotated[float | None, typer.Option(help="Keep an EMA of the UNet with this decay (e.g. 0.9999) and save it.", show_default=False)] = None,
+        checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps (and at the end).")] = T["checkpoint_every"],
+        keep_checkpoints: Annotated[int, typer.Option(help="Keep the last K checkpoints.")] = T["keep_checkpoints"],
+        validate_every: Annotated[int, typer.Option(help="Write validation edits every N steps (0: never).")] = T["validate_every"],
+        validation_data: Annotated[Path | None, typer.Option(help="Triplets for validation [default: the first training samples].", show_default=False)] = None,
+        validation_count: Annotated[int, typer.Option(help="Validation samples per round.")] = P["validation_count"],
+        resolution: Annotated[int, typer.Option(help="Training crop size in pixels (the paper: 256).")] = P["resolution"],
+        random_resize: Annotated[float, typer.Option(help="Resize the short side to resolution x U(1, this) then crop (the paper: 288/256); 1: centre crop.")] = P["random_resize"],
+        random_flip: Annotated[bool, typer.Option(help="Flip source and edit together half the time.")] = P["random_flip"],
+        conditioning_dropout: Annotated[float, typer.Option(help="Drop the text, the image, and both, each for this fraction of samples (the paper: 0.05).")] = P["conditioning_dropout"],
+        source_column: Annotated[str | None, typer.Option(help="Source image column [default: original_image for parquet (input_image for fusing/instructpix2pix-1000-samples), source for CSV/JSONL].", show_default=False)] = None,
+        instruction_column: Annotated[str | None, typer.Option(help="Instruction column [default: edit_prompt / instruction].", show_default=False)] = None,
+        edited_column: Annotated[str | None, typer.Option(help="Edited image column [default: edited_image / edited].", show_default=False)] = None,
+        seed: Annotated[int, typer.Option(help="Seed of the data order and of every per-sample draw.")] = T["seed"],
+        resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint in the work folder.")] = T["resume"],
+        num_workers: Annotated[int, typer.Option(help="Data-loading worker processes per training process.")] = T["num_workers"],
+        cpu: Annotated[bool, typer.Option(help="Train on the CPU even when a GPU is there.")] = T["cpu"],
+        overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = P["overwrite"],
+        as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
+        quiet: Annotated[bool, typer.Option(help="Show only errors.")] = False,
+    ) -> None:
+        """Train InstructPix2Pix (Brooks et al., arXiv 2211.09800) on (source, instruction, edited) triplets."""
+        quiet_libraries()
+        from vedit_cli.train.recipes.pix2pix import train_pix2pix
+
+        trainer = TrainerConfig(
+            work_dir=work_dir, max_steps=max_steps, batch_size=batch_size,
+            gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate,
+            lr_scheduler=lr_scheduler, lr_warmup_steps=lr_warmup_steps, max_grad_norm=max_grad_norm,
+            mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing, ema_decay=ema_decay,
+            checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, validate_every=validate_every,
+            seed=seed, resume=resume, num_workers=num_workers, cpu=cpu,
+        )
+        config = Pix2PixConfig(
+            base=base, data=data, output_dir=output, trainer=trainer, validation_data=validation_data,
+            columns=TripletColumns(source_column, instruction_column, edited_column), resolution=resolution,
+            random_resize=random_resize, random_flip=random_flip, conditioning_dropout=conditioning_dropout,
+            validation_count=validation_count, overwrite=overwrite,
+        )
+        main_process = int(os.environ.get("RANK", "0")) == 0
+        with TrainingProgress(stderr_console(quiet or as_json or not main_process)) as progress:
+            train_pix2pix(config, progress=progress)
+        if main_process:
+            _report(progress.summary, as_json, quiet)
+
+
+class TrainingProgress:
+    """The command's rich progress bar and its record of the run's events (the trainer calls it on rank 0)."""
+
+    def __init__(self, console):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.console, self.summary = console, {}
+        self.bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                            console=console, transient=True)
+        self.task = None
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def __call__(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "start":
+            self.summary.update(start_step=event["step"], processes=event["processes"],
+                                global_batch=event["global_batch"], samples=event["samples"])
+            self.task = self.bar.add_task("pix2pix", total=event["max_steps"], completed=event["step"], loss="-")
+            if event["resumed"]:
+                self.console.print(f"resuming at step {event['step']}")
+        elif kind == "step":
+            self.summary.update(loss=event["loss"], skipped_samples=event["skipped_samples"])
+            self.bar.update(self.task, completed=event["step"], loss=f"{event['loss']:.4f}")
+        elif kind == "skipped":
+            self.console.print(f"skipped {event['sample']}", soft_wrap=True, markup=False)
+        elif kind == "checkpoint":
+            self.summary["checkpoint"] = event["path"]
+        elif kind == "end":
+            self.summary.update(output=event["output"], steps=event["step"], seconds=event["seconds"],
+                                skipped_samples=event["skipped_samples"], rank_digests=event["rank_digests"])
+
+
+def _report(summary: dict, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        print_json(summary)
+    elif not quiet:
+        typer.echo(f"trained {summary['steps'] - summary['start_step']} steps (to step {summary['steps']}, "
+                   f"global batch {summary['global_batch']}, {summary['processes']} process(es)) in "
+                   f"{summary['seconds']:.1f} s; final loss {summary.get('loss', float('nan')):.4f}; "
+                   f"{summary['skipped_samples']} bad sample(s) skipped; wrote {summary['output']}", err=True)

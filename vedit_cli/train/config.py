@@ -1,0 +1,95 @@
+"""The training configs (pure dataclasses, no torch import: the CLI reads their defaults).
+
+TrainerConfig is how to train (any recipe); Pix2PixConfig is what `vedit train pix2pix` trains (see
+vedit_cli.train.recipes.pix2pix for every field); TripletColumns names the columns of triplet tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vedit_cli.errors import ConfigError
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """How to train (what to train is the recipe's). batch_size is per process and per micro-step."""
+
+    work_dir: Path | None = None  # checkpoints/, log.jsonl, validation/ (recipes fill in their default)
+    max_steps: int = 1000
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    lr_scheduler: str = "constant"  # any diffusers.optimization.get_scheduler name
+    lr_warmup_steps: int = 0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0  # 0: no clipping
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    gradient_checkpointing: bool = False
+    ema_decay: float | None = None  # None: no EMA
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    validate_every: int = 0  # 0: never
+    seed: int = 0
+    shuffle: bool = True
+    resume: bool = False  # continue from the newest checkpoint in work_dir/checkpoints (none: start at step 0)
+    num_workers: int = 0  # DataLoader worker processes per training process
+    cpu: bool = False  # train on the CPU even when a GPU is there
+
+    def check(self) -> None:
+        if self.work_dir is None:
+            raise ConfigError("a training run needs a work folder (--work-dir) for its checkpoints and log")
+        positive = {"max_steps": self.max_steps, "batch_size": self.batch_size,
+                    "gradient_accumulation_steps": self.gradient_accumulation_steps,
+                    "checkpoint_every": self.checkpoint_every}
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ConfigError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"--ema-decay must be between 0 and 1, got {self.ema_decay}")
+
+
+@dataclass(frozen=True)
+class TripletColumns:
+    """Column names; None takes the format's default: parquet PARQUET_COLUMNS (timbrooks/instructpix2pix-clip-
+    filtered; fusing/instructpix2pix-1000-samples needs source="input_image"), tables TABLE_COLUMNS."""
+
+    source: str | None = None
+    instruction: str | None = None
+    edited: str | None = None
+
+    def resolved(self, defaults: "TripletColumns") -> "TripletColumns":
+        return TripletColumns(self.source or defaults.source, self.instruction or defaults.instruction,
+                              self.edited or defaults.edited)
+
+
+
+@dataclass(frozen=True)
+class Pix2PixConfig:
+    base: Path
+    data: Any
+    output_dir: Path
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    unet_config: dict | None = None
+    columns: TripletColumns = field(default_factory=TripletColumns)
+    resolution: int = 256
+    random_resize: float = 1.125
+    random_flip: bool = True
+    conditioning_dropout: float = 0.05
+    validation_data: Any = None
+    validation_count: int = 4
+    validation_steps: int = 10
+    overwrite: bool = False
+
+    def work_dir(self) -> Path:
+        return Path(self.trainer.work_dir or Path(self.output_dir).with_name(Path(self.output_dir).name + ".training"))
+
+

@@ -1,0 +1,1 @@
+"""The tiny world: every component a backend loads, trained small here, with procedural edits as ground truth."""

@@ -58,9 +58,10 @@ def header_text(path: Path) -> str:
 
 
 def make_clip(path: Path, seconds: float = 1.0, size: str = "64x48", rate: str = "30000/1001",
-              audio: bool = True, extra: tuple[str, ...] = ()) -> Path:
-    """A synthetic test clip (testsrc2 video, sine audio) written by the bundled ffmpeg."""
-    inputs = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
+              audio: bool = True, extra: tuple[str, ...] = (), pattern: str = "testsrc2") -> Path:
+    """A synthetic test clip (testsrc2 video, sine audio) written by the bundled ffmpeg; testsrc2 rounds sizes down
+    to even, pattern="testsrc" (RGB) keeps odd ones."""
+    inputs = ["-f", "lavfi", "-i", f"{pattern}=size={size}:rate={rate}:duration={seconds}"]
     if audio:
         inputs += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}"]
     codecs = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"] + (["-c:a", "aac"] if audio else [])
@@ -69,8 +70,9 @@ def make_clip(path: Path, seconds: float = 1.0, size: str = "64x48", rate: str =
     return path
 
 
-def assert_output_matches_source(source, out) -> None:
-    """What every output promises: frames, rate (VFR -> CFR at the average), upright display size, audio, no GPS."""
+def assert_output_matches_source(source, out, keep_odd_size: bool = False) -> None:
+    """What every output promises: frames, rate (VFR -> CFR at the average), upright display size (an odd side
+    cropped by one for 4:2:0 unless keep_odd_size), audio, no GPS."""
     import pytest
 
     assert out.frame_count == source.frame_count
@@ -78,7 +80,8 @@ def assert_output_matches_source(source, out) -> None:
         assert out.fps == source.fps
     else:
         assert float(out.fps) == pytest.approx(float(source.fps), rel=1e-3)
-    assert (out.width, out.height, out.rotation) == (source.width, source.height, 0)
+    size = (source.width, source.height) if keep_odd_size else (source.width // 2 * 2, source.height // 2 * 2)
+    assert (out.width, out.height, out.rotation) == (*size, 0)
     assert out.has_audio == source.has_audio
     if out.has_audio:
         assert abs(audio_duration(out.path) - out.duration) <= 1 / float(out.fps)

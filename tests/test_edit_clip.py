@@ -61,11 +61,13 @@ def test_edit_clip_keeps_frames_fps_size_audio_and_pixels(shared_videos, tmp_pat
     edited = probe(result.output_path)
     assert edited.frame_count == source.frame_count
     assert edited.fps == source.fps
-    assert (edited.width, edited.height) == (source.width, source.height)
+    even_size = (source.width // 2 * 2, source.height // 2 * 2)  # an odd side loses one column/row for 4:2:0
+    assert (edited.width, edited.height) == result.output_size == even_size
     assert edited.has_audio == source.has_audio
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]  # no temporary files left behind
     for got, original in zip(read_frames(edited), read_frames(source)):
-        assert psnr(got, original) > 30, "the copy backend changed the picture beyond codec loss"
+        cropped = original[: even_size[1], : even_size[0]]
+        assert psnr(got, cropped) > 30, "the copy backend changed the picture beyond codec loss"
 
 
 class ShiftEditor(Editor):

@@ -15,7 +15,7 @@ from tests.io_media import audio_duration, header_text, make_clip
 from vedit_cli.config import EncodeConfig
 from vedit_cli.errors import ConfigError, FrameCountError, OutputError
 from vedit_cli.io.decode import read_frames
-from vedit_cli.io.encode import VideoWriter, output_pixel_format
+from vedit_cli.io.encode import VideoWriter, encoded_size, output_pixel_format
 from vedit_cli.io.output import ClipWriter, check_output
 from vedit_cli.io.probe import probe
 
@@ -42,21 +42,36 @@ def test_writer_keeps_the_exact_rational_rate(tmp_path, fps):
     assert (info.fps, info.frame_count, info.width, info.height) == (fps, 20, 64, 48)
 
 
-@pytest.mark.parametrize("codec, suffix, pixel_format", [("libx264", ".mp4", "yuv444p"), ("libx265", ".mp4", "yuv444p"),
-                                                         ("libvpx-vp9", ".webm", "yuv420p")])
-def test_odd_sizes_are_kept_exactly(tmp_path, codec, suffix, pixel_format):
-    """161x121 stays 161x121: no silent rescale; H.264/HEVC switch to 4:4:4, VP9 keeps 4:2:0."""
+CODECS = [("libx264", ".mp4"), ("libx265", ".mp4"), ("libvpx-vp9", ".webm")]
+
+
+@pytest.mark.parametrize("codec, suffix", CODECS)
+def test_odd_sizes_are_cropped_to_even_in_4_2_0(tmp_path, codec, suffix):
+    """161x121 -> 160x120 in 4:2:0 for every codec: the last column and row are cropped, nothing is rescaled."""
     encode = EncodeConfig(codec=codec, preset="ultrafast", crf=30)
-    assert output_pixel_format(161, 121, encode) == pixel_format
+    assert encoded_size(161, 121, encode) == (160, 120) and output_pixel_format(160, 120, encode) == "yuv420p"
+    info, frames = _write_odd_clip(tmp_path / f"odd{suffix}", encode)
+    assert (info.width, info.height, info.frame_count, info.pixel_format) == (160, 120, 5, "yuv420p")
+    decoded = next(iter(read_frames(info)))
+    assert np.abs(decoded.astype(np.int16) - frames[0][:120, :160]).mean() < 6.0
+
+
+@pytest.mark.parametrize("codec, suffix", CODECS)
+def test_keep_odd_size_keeps_it_exactly_in_4_4_4(tmp_path, codec, suffix):
+    encode = EncodeConfig(codec=codec, preset="ultrafast", crf=30, keep_odd_size=True)
+    assert encoded_size(161, 121, encode) == (161, 121) and output_pixel_format(161, 121, encode) == "yuv444p"
+    info, frames = _write_odd_clip(tmp_path / f"odd{suffix}", encode)
+    assert (info.width, info.height, info.frame_count, info.pixel_format) == (161, 121, 5, "yuv444p")
+    decoded = next(iter(read_frames(info)))
+    assert np.abs(decoded.astype(np.int16) - frames[0]).mean() < 6.0
+
+
+def _write_odd_clip(path, encode):
     frames = _gradient_frames(5, 161, 121)
-    path = tmp_path / f"odd{suffix}"
     with VideoWriter(path, 161, 121, Fraction(30000, 1001), encode) as writer:
         for frame in frames:
             writer.write(frame)
-    info = probe(path)
-    assert (info.width, info.height, info.frame_count, info.pixel_format) == (161, 121, 5, pixel_format)
-    decoded = next(iter(read_frames(info)))
-    assert np.abs(decoded.astype(np.int16) - frames[0]).mean() < 6.0
+    return probe(path), frames
 
 
 def test_even_sizes_keep_the_configured_pixel_format():

@@ -79,6 +79,7 @@ class EncodeConfig:
     crf: int = 18
     preset: str = "medium"
     pixel_format: str = "yuv420p"
+    keep_odd_size: bool = False  # odd sizes: False crops the last row/column (4:2:0, plays everywhere); True: 4:4:4
 
     def validate(self) -> "EncodeConfig":
         if not 0 <= self.crf <= 63:

@@ -47,6 +47,7 @@ def edit(
     codec: Annotated[str, typer.Option(help="Video encoder: libx264, libx265 or libvpx-vp9.")] = _ENCODE.codec,
     crf: Annotated[int, typer.Option(help="Encoder quality (lower is better).")] = _ENCODE.crf,
     preset: Annotated[str, typer.Option(help="Encoder speed preset.")] = _ENCODE.preset,
+    keep_odd_size: Annotated[bool, typer.Option(help="Keep an odd width/height exactly, in 4:4:4 (many players refuse it); default: crop one row/column, 4:2:0.")] = _ENCODE.keep_odd_size,
     output_size: Annotated[str, typer.Option(help="source (the input's display size) or processing.")] = _EDIT.output_size,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (default: skip them, so reruns resume).")] = _EDIT.overwrite,
     evaluate: Annotated[bool, typer.Option(help="Compute offline temporal metrics of each output.")] = False,
@@ -70,7 +71,7 @@ def edit(
         allow_unsafe_weights=allow_unsafe_weights,
     )
     config = EditConfig(
-        model=model, encode=EncodeConfig(codec=codec, crf=crf, preset=preset), output_size=output_size,
+        model=model, encode=EncodeConfig(codec=codec, crf=crf, preset=preset, keep_odd_size=keep_odd_size), output_size=output_size,
         overwrite=overwrite,
     ).validate()
     jobs = plan_jobs(inputs, the_prompt, output, output_dir, manifest)

@@ -59,7 +59,9 @@ def _outcome_line(outcome: ClipOutcome) -> str:
     job = outcome.job
     if outcome.status == "ok":
         metrics = "".join(f", {name} {value:.4g}" for name, value in outcome.metrics.items() if isinstance(value, float))
-        return f"ok      {job.input_path} -> {job.output_path} ({outcome.frames} frames, {outcome.fps:.1f} frames/s{metrics})"
+        notes = "".join(f"; {note}" for note in outcome.notes)
+        return (f"ok      {job.input_path} -> {job.output_path} ({outcome.frames} frames, {outcome.fps:.1f} frames/s"
+                f"{metrics}){notes}")
     if outcome.status == "skipped":
         return f"skipped {job.input_path}: {job.output_path} exists (--overwrite to redo)"
     return f"failed  {job.input_path}: {outcome.error}"
@@ -74,7 +76,7 @@ def report_summary(outcomes: list[ClipOutcome], json_output: bool, quiet: bool) 
             "clips": [
                 {"input": str(o.job.input_path), "output": str(o.job.output_path), "prompt": o.job.prompt,
                  "status": o.status, "frames": o.frames, "seconds": round(o.seconds, 3), "fps": round(o.fps, 2),
-                 "error": o.error, "editor": o.editor, "metrics": o.metrics}
+                 "error": o.error, "editor": o.editor, "metrics": o.metrics, "notes": o.notes}
                 for o in outcomes
             ],
         })

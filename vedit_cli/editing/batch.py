@@ -23,6 +23,7 @@ class ClipOutcome:
     error: str | None = None
     editor: str | None = None  # which backend and mode edited it, e.g. "movie teacher: 10 steps x 3 passes, ..."
     metrics: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the output changed and why (e.g. an odd size cropped)
 
     @property
     def fps(self) -> float:
@@ -108,6 +109,7 @@ def _edit_one(outcome, info, editor, config, observer, evaluate: bool, debug: bo
         result = edit_clip(job.input_path, job.output_path, editor, job.prompt, config,
                            on_progress=observer.frames_done, info=info)
         outcome.frames = result.frames_written
+        outcome.notes = list(result.notes)
         outcome.editor = editor.description
         outcome.status = "ok"
         if evaluate:

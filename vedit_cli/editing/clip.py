@@ -25,6 +25,7 @@ class ClipResult:
     info: "VideoInfo"  # the input's probe
     stats: ClipStats
     output_size: tuple[int, int]  # (width, height) written
+    notes: tuple[str, ...] = ()  # what the output changed and why, for the clip's line (e.g. an odd size cropped)
 
     @property
     def frames_written(self) -> int:
@@ -52,7 +53,8 @@ def edit_clip(
     on_progress: Callable[[int], None] | None = None,
     info: "VideoInfo | None" = None,
 ) -> ClipResult:
-    """Edit `input_path` into `output_path` with the same frame count, frame rate, display size and audio."""
+    """Edit `input_path` into `output_path` with the same frame count, frame rate, display size and audio (an odd
+    side is cropped by one pixel for 4:2:0 unless `config.encode.keep_odd_size`; the result's notes say so)."""
     from vedit_cli.io.decode import read_frames
     from vedit_cli.io.output import ClipWriter, check_output
     from vedit_cli.io.probe import probe
@@ -71,4 +73,4 @@ def edit_clip(
         stats = run_clip(frames, info.frame_count, editor, prompt, writer, (width, height), config, on_progress)
         # 5. Mux audio and rename into place only when every frame read was written.
         final_path = writer.commit(stats.frames_read)
-    return ClipResult(Path(input_path), Path(final_path), info, stats, (width, height))
+    return ClipResult(Path(input_path), Path(final_path), info, stats, writer.encoded_size, writer.notes)

@@ -1,10 +1,11 @@
-"""Encode uint8 RGB frames with the bundled ffmpeg at an exact rational frame rate and the exact frame size.
+"""Encode uint8 RGB frames with the bundled ffmpeg at an exact rational frame rate, playable everywhere by default.
 
 Not imageio-ffmpeg's `write_frames`: it formats fps with two decimals (30000/1001 -> 29.97, drift on long clips) and
 its `macro_block_size=16` silently rescales sizes that are not multiples of 16. Here the raw frames enter ffmpeg
-with `-framerate num/den` and leave at the same size. H.264 and HEVC cannot hold odd sizes in 4:2:0 (chroma is
-subsampled by two, and even the SPS crop works in 2-pixel units), so an odd width or height is encoded in 4:4:4
-(High 4:4:4 Predictive / HEVC RExt; some hardware players cannot play it); VP9 holds odd 4:2:0 sizes and keeps it.
+with `-framerate num/den` and are never scaled. 4:2:0 (what browsers, QuickTime, phones and hardware decoders play)
+halves chroma in both directions, so it holds even sizes only: an odd side loses its last column or row (cropped,
+at most one of each) and the clip stays 4:2:0. `EncodeConfig.keep_odd_size` keeps the exact odd size instead, in
+4:4:4 (H.264 High 4:4:4 Predictive, HEVC RExt, VP9 profile 1), which many players refuse. Same rule for every codec.
 """
 
 from __future__ import annotations
@@ -52,13 +53,30 @@ def check_encode_target(path: Path, encode: EncodeConfig) -> None:
         raise ConfigError(f"--crf for {encode.codec} must be at most {MAX_CRF[encode.codec]}, got {encode.crf}")
 
 
+def encoded_size(width: int, height: int, encode: EncodeConfig) -> tuple[int, int]:
+    """The (width, height) written: odd sides cropped by one to fit chroma subsampling, unless keep_odd_size."""
+    if encode.keep_odd_size or not _subsampled(encode.pixel_format):
+        return width, height
+    return width - width % 2, height - height % 2
+
+
 def output_pixel_format(width: int, height: int, encode: EncodeConfig) -> str:
-    """The configured format, or yuv444p when H.264/HEVC would need even sizes for a subsampled one."""
+    """The configured format for the size written, or yuv444p when that size is odd and kept exactly."""
     odd = width % 2 == 1 or height % 2 == 1
-    subsampled = encode.pixel_format.startswith(("yuv420", "yuv422", "nv12"))
-    if odd and subsampled and encode.codec in ("libx264", "libx265"):
-        return "yuv444p"
-    return encode.pixel_format
+    return "yuv444p" if odd and _subsampled(encode.pixel_format) else encode.pixel_format
+
+
+def size_change_note(width: int, height: int, encode: EncodeConfig) -> str | None:
+    """One line for the clip's report when the size written differs from the frames' size, else None."""
+    written = encoded_size(width, height, encode)
+    if written == (width, height):
+        return None
+    return (f"cropped {width}x{height} to {written[0]}x{written[1]} (4:2:0, playable everywhere, needs even sizes; "
+            f"--keep-odd-size keeps {width}x{height} in 4:4:4)")
+
+
+def _subsampled(pixel_format: str) -> bool:
+    return pixel_format.startswith(("yuv420", "yuv422", "nv12", "nv21"))
 
 
 def _codec_args(encode: EncodeConfig, muxer: str) -> list[str]:
@@ -74,14 +92,17 @@ def _codec_args(encode: EncodeConfig, muxer: str) -> list[str]:
 
 
 def encode_command(path: Path, width: int, height: int, fps: Fraction, encode: EncodeConfig) -> list[str]:
-    """rgb24 on stdin at exactly `fps` -> BT.709 limited-range video (tagged as such) at exactly width x height."""
+    """rgb24 width x height on stdin at exactly `fps` -> BT.709 limited-range video (tagged as such) at
+    encoded_size(width, height): the last column/row cropped off an odd side, never scaled."""
     muxer = container_format(path)
     rate = f"{fps.numerator}/{fps.denominator}"
+    written = encoded_size(width, height, encode)
+    crop = [f"crop={written[0]}:{written[1]}:0:0"] if written != (width, height) else []
     return [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", rate, "-i", "-",
             "-an", "-sn", "-dn", "-map_metadata", "-1", "-fps_mode", "passthrough",
-            "-vf", "scale=out_color_matrix=bt709:out_range=tv",
-            *_codec_args(encode, muxer), "-pix_fmt", output_pixel_format(width, height, encode),
+            "-vf", ",".join([*crop, "scale=out_color_matrix=bt709:out_range=tv"]),
+            *_codec_args(encode, muxer), "-pix_fmt", output_pixel_format(*written, encode),
             "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv",
             "-f", muxer, ffmpeg_path(path)]
 
@@ -92,6 +113,7 @@ class VideoWriter:
     def __init__(self, path: Path, width: int, height: int, fps: Fraction, encode: EncodeConfig) -> None:
         check_encode_target(Path(path), encode)
         self.path, self.width, self.height = Path(path), width, height
+        self.encoded_size = encoded_size(width, height, encode)  # what the file holds (odd sides cropped by one)
         self.frames_written = 0
         self._stderr = tempfile.TemporaryFile()
         self._process = subprocess.Popen(encode_command(self.path, width, height, Fraction(fps), encode),

@@ -11,7 +11,7 @@ import numpy as np
 from vedit_cli.config import EncodeConfig
 from vedit_cli.errors import FrameCountError, OutputError
 from vedit_cli.io.audio import mux_audio
-from vedit_cli.io.encode import CONTAINER_FORMATS, VideoWriter, check_encode_target
+from vedit_cli.io.encode import CONTAINER_FORMATS, VideoWriter, check_encode_target, size_change_note
 from vedit_cli.io.partials import PartialLock, remove_stale_partials
 from vedit_cli.io.probe import VideoInfo
 
@@ -67,6 +67,7 @@ class ClipWriter:
         self._video_path = self._lock.partial("video")
         self._muxed_path = self._lock.partial("muxed")
         self._committed = False
+        self.notes = tuple(note for note in (size_change_note(width, height, encode),) if note)
         try:
             self._writer = VideoWriter(self._video_path, width, height, source.fps, encode)
         except BaseException:
@@ -76,6 +77,11 @@ class ClipWriter:
     @property
     def frames_written(self) -> int:
         return self._writer.frames_written
+
+    @property
+    def encoded_size(self) -> tuple[int, int]:
+        """(width, height) the output holds: the frames' size, odd sides cropped by one unless keep_odd_size."""
+        return self._writer.encoded_size
 
     def write(self, frame_hwc_uint8: np.ndarray) -> None:
         self._writer.write(frame_hwc_uint8)

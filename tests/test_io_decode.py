@@ -123,3 +123,27 @@ def test_decoding_twice_gives_identical_frames(shared_videos):
         runs = [list(read_frames(info)) for _ in range(3)]
         for other in runs[1:]:
             assert all(np.array_equal(a, b) for a, b in zip(runs[0], other)), name
+
+
+def test_under_reported_count_raises_one_line(shared_videos):
+    """The probe counts packets; a clip that decodes more frames than its container lists is refused, not cut."""
+    info = probe(shared_videos / "realshort.mp4")
+    deflated = dataclasses.replace(info, frame_count=info.frame_count - 2)
+    with pytest.raises(InputVideoError, match=r"decodes more frames than the 34 its container lists"):
+        for _ in decode.read_frames(deflated):
+            pass
+
+
+@pytest.mark.parametrize("surplus", [3, -2])
+def test_edit_clip_keeps_no_output_when_the_count_differs(shared_videos, tmp_path, surplus):
+    from vedit_cli.backends.copy import CopyEditor
+    from vedit_cli.config import EditConfig, ModelConfig
+    from vedit_cli.editing.clip import edit_clip
+
+    info = probe(shared_videos / "realshort.mp4")
+    wrong = dataclasses.replace(info, frame_count=info.frame_count + surplus)
+    with pytest.raises(InputVideoError) as caught:
+        edit_clip(info.path, tmp_path / "out.mp4", CopyEditor(), "", EditConfig(model=ModelConfig(backend="copy")),
+                  info=wrong)
+    assert "\n" not in str(caught.value) and str(info.path) in str(caught.value)
+    assert list(tmp_path.iterdir()) == []

@@ -9,6 +9,7 @@ import pytest
 
 from tests.io_media import MANIFEST, VFR_FPS_TOLERANCE, make_clip
 from vedit_cli.errors import InputVideoError
+from vedit_cli.io.decode import read_frames
 from vedit_cli.io.ffmpeg import run_ffmpeg
 from vedit_cli.io.probe import probe
 from vedit_cli.io.timing import frame_rate_from_timestamps
@@ -94,7 +95,8 @@ def test_truncated_mp4_without_index(shared_videos, tmp_path):
 
 @pytest.mark.parametrize("name", ["realshort.mp4", "flipping_a_pancake.mkv", "chrome.webm", "pigs_in_a_polka.gif"])
 def test_truncated_files_whose_start_still_decodes_are_refused(shared_videos, tmp_path, name):
-    """A faststart MP4, MKV, WebM or GIF cut short decodes its first frames: refuse rather than edit part of it."""
+    """A faststart MP4, MKV, WebM or GIF cut short decodes its first frames: refuse rather than edit part of it.
+    The probe reads no frame, so a cut GIF (whose demuxer does not notice) is refused by the decoder instead."""
     source = shared_videos / name
     if name.endswith(".mp4"):
         source = tmp_path / "faststart.mp4"
@@ -103,7 +105,16 @@ def test_truncated_files_whose_start_still_decodes_are_refused(shared_videos, tm
     data = source.read_bytes()
     cut = tmp_path / f"cut{source.suffix}"
     cut.write_bytes(data[: len(data) // 2])
-    assert "truncated or damaged" in _probe_error(cut)
+    assert "truncated or damaged" in _probe_or_decode_error(cut)
+
+
+def _probe_or_decode_error(path: Path) -> str:
+    with pytest.raises(InputVideoError) as caught:
+        for _ in read_frames(probe(path)):
+            pass
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message
+    return message
 
 
 def test_index_without_frame_data_has_zero_frames(shared_videos, tmp_path):
@@ -130,3 +141,28 @@ def test_committed_example_clip():
     info = probe(Path(__file__).resolve().parents[1] / "examples" / "example.mp4")
     assert (info.width, info.height, info.fps, info.frame_count, info.audio_codec) == (
         320, 240, Fraction(30000, 1001), 90, "aac")
+
+
+def test_probe_reads_container_facts_and_never_decodes(shared_videos, monkeypatch):
+    """One ffmpeg run copying packets (no decoder) for H.264; VP9 adds one more copy run to merge hidden frames."""
+    import vedit_cli.io.probe as probe_module
+
+    runs = []
+
+    def recording_run(args, timeout=None):
+        runs.append(args)
+        return run_ffmpeg(args, timeout)
+
+    monkeypatch.setattr(probe_module, "run_ffmpeg", recording_run)
+    for name, expected_runs in (("realshort.mp4", 1), ("flipping_a_pancake.mkv", 1), ("roadtrip-vp92-10bit.webm", 2)):
+        runs.clear()
+        info = probe(shared_videos / name)
+        assert info.frame_count == MANIFEST[name].frames
+        assert len(runs) == expected_runs
+        assert all(args[args.index("-c:v") + 1] == "copy" and "wrapped_avframe" not in args for args in runs)
+
+
+def test_constant_frame_duration_that_spans_the_clip_is_cfr():
+    """An edit list reorders packet timestamps (0, 40, 41, 60 at 1/600) but every frame still lasts 20 ticks."""
+    assert frame_rate_from_timestamps([0, 40, 41, 60], Fraction(1, 600), None, [20] * 4) == (Fraction(30), True)
+    assert frame_rate_from_timestamps([0, 40, 41, 70], Fraction(1, 600), None, [20] * 4)[1] is False

@@ -3,7 +3,9 @@
 Two readers behind one generator: decord for plain 8-bit SDR clips whose frame count decord agrees with, and an
 ffmpeg rawvideo pipe for everything else (GIF, VP8 — decord#91 —, 10-bit, HDR, non-square pixels, or whenever
 decord fails). Memory stays bounded: frames are read one by one (decord's `get_batch` leaks, decord#197/#208, and
-can hang on over-reported counts, decord#373, so it is never used).
+can hang on over-reported counts, decord#373, so it is never used). The probe reads no frame, so the readers count:
+a clip that decodes fewer or more frames than the probe's frame_count, or whose decoder reports it cut short, raises
+InputVideoError before the last frame is handed on, and no output is kept.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from vedit_cli.errors import InputVideoError
 from vedit_cli.io.ffmpeg import available_filters, ffmpeg_exe, ffmpeg_path, stderr_tail
-from vedit_cli.io.probe import VideoInfo
+from vedit_cli.io.probe import VideoInfo, truncation_reason
 
 DECORD_CODECS = ("h264", "hevc", "vp9", "mpeg4", "av1")
 
@@ -26,8 +28,8 @@ TONEMAP_FILTERS = ("zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,"
 
 
 def read_frames(info: VideoInfo) -> Iterator[np.ndarray]:
-    """Yield exactly info.frame_count uint8 RGB frames [height, width, 3], upright, in order; closing the generator
-    early stops the decoder."""
+    """Yield exactly info.frame_count uint8 RGB frames [height, width, 3], upright, in order, or raise
+    InputVideoError when the clip decodes another number of frames; closing the generator early stops the decoder."""
     if _decord_suitable(info):
         yield from _read_with_decord_then_ffmpeg(info)
     else:
@@ -92,20 +94,43 @@ def _next_decord_frame(reader) -> np.ndarray:
 
 def read_frames_ffmpeg(info: VideoInfo, skip: int = 0) -> Iterator[np.ndarray]:
     """The fallback reader: ffmpeg decodes, turns upright (autorotate), tone-maps HDR, scales non-square pixels to
-    the display size and pipes rgb24; frames before `skip` are decoded and dropped."""
+    the display size and pipes rgb24; frames before `skip` are decoded and dropped. Reads to the end of the stream,
+    so that a clip decoding more frames than probed, or cut short, is refused."""
     frame_bytes = info.width * info.height * 3
     with tempfile.TemporaryFile() as stderr_file:
         process = subprocess.Popen(_ffmpeg_decode_command(info), stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=stderr_file, bufsize=0)
         try:
-            for index in range(info.frame_count):
-                buffer = _read_exactly(process.stdout, frame_bytes)
-                if buffer is None:
-                    raise InputVideoError(_short_read_message(info, index, stderr_file))
-                if index >= skip:
-                    yield np.frombuffer(buffer, dtype=np.uint8).reshape(info.height, info.width, 3)
+            decoded, held = 0, None  # each frame is handed on once the next one (or a clean end) is seen
+            while (buffer := _read_exactly(process.stdout, frame_bytes)) is not None:
+                if decoded == info.frame_count:
+                    raise InputVideoError(f"{info.path}: decodes more frames than the {info.frame_count} its container "
+                                          "lists; the file may be damaged: re-export it")
+                if held is not None:
+                    yield held
+                held = _as_frame(buffer, info) if decoded >= skip else None
+                decoded += 1
+            process.wait()
+            _refuse_short_or_truncated(info, decoded, stderr_file)
+            if held is not None:
+                yield held
         finally:
             _stop(process)
+
+
+def _as_frame(buffer: bytearray, info: VideoInfo) -> np.ndarray:
+    return np.frombuffer(buffer, dtype=np.uint8).reshape(info.height, info.width, 3)
+
+
+def _refuse_short_or_truncated(info: VideoInfo, frames_decoded: int, stderr_file) -> None:
+    stderr_file.seek(0)
+    stderr = stderr_file.read().decode("utf-8", errors="replace")
+    reason = truncation_reason(stderr)
+    if reason is not None:
+        raise InputVideoError(f"{info.path}: the file is truncated or damaged ({reason}; {frames_decoded} of "
+                              f"{info.frame_count} frames decode); re-copy or re-export the complete clip")
+    if frames_decoded < info.frame_count:
+        raise InputVideoError(_short_read_message(info, frames_decoded, stderr))
 
 
 def _ffmpeg_decode_command(info: VideoInfo) -> list[str]:
@@ -136,9 +161,8 @@ def _read_exactly(stream, size: int) -> bytearray | None:
     return buffer
 
 
-def _short_read_message(info: VideoInfo, index: int, stderr_file) -> str:
-    stderr_file.seek(0)
-    tail = stderr_tail(stderr_file.read(), chars=200).replace("\n", " | ")
+def _short_read_message(info: VideoInfo, index: int, stderr: str) -> str:
+    tail = stderr_tail(stderr, chars=200).replace("\n", " | ")
     return (f"{info.path}: decoding stopped after {index} of {info.frame_count} frames ({tail or 'no ffmpeg error'});"
             " the file may be damaged: re-export it")
 

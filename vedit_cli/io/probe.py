@@ -1,10 +1,14 @@
-"""Probe a video with the bundled ffmpeg: exact frame rate, frames that really decode, display size, audio.
+"""Probe a video with the bundled ffmpeg: exact frame rate, frame count, display size, audio: container facts only.
 
-imageio-ffmpeg ships ffmpeg but no ffprobe, so one ffmpeg run does both jobs: its stderr holds the stream header
-(codec, pixel format, colour, SAR, rotation side data, audio), and its stdout is a `framecrc` listing of every
-*decoded* frame's timestamp (`-fps_mode passthrough`, the demuxer's time base, the cheap `wrapped_avframe` encoder,
-so no pixel data is hashed). Containers lie (edit lists, VP9 hidden frames, truncated files), so the decoded
-frames, not the packets or the header's count, are the truth.
+imageio-ffmpeg ships ffmpeg but no ffprobe, so one ffmpeg run does both jobs without decoding a single frame: its
+stderr holds the stream header (codec, pixel format, colour, SAR, rotation side data, audio), and its stdout is a
+`framecrc` listing of the video stream's packets, copied (`-c:v copy`), in the demuxer's time base. Packets are not
+always frames, so the listing is corrected as the decoder would: packets flagged discard (outside an edit list) are
+dropped, and VP9's hidden alt-ref frames are merged back into their superframes (`vp9_superframe`, a second
+copy run for VP9 only). For codecs whose packets may hold frames that are never shown (VP8 alt-ref frames) or whose
+packet accounting is not known, the frames are decoded and counted instead. The decoder counts again while decoding
+(io/decode.py): a clip that decodes another number of frames is refused there, as are truncations only the decoder
+sees (a GIF cut short).
 """
 
 from __future__ import annotations
@@ -22,6 +26,12 @@ HDR_TRANSFERS = ("smpte2084", "arib-std-b67")
 # ffmpeg's log lines when a file was cut short (mov, matroska, gif): decoding what survives would silently give a
 # shorter clip, so such inputs are refused. Healthy clips log no error at all (checked on every shared clip).
 TRUNCATION_MARKERS = ("partial file", "ended prematurely", "truncat", "lzw decode failed")
+# Codecs whose every copied packet (after the corrections above) is one shown frame.
+PACKET_PER_FRAME_CODECS = ("h264", "hevc", "av1", "vp9", "gif", "mjpeg", "png", "apng", "prores", "dnxhd", "rawvideo",
+                           "ffv1", "qtrle", "utvideo", "mpeg4", "mpeg2video", "mpeg1video")
+# Bitstream filters that turn a codec's packets into one packet per shown frame.
+FRAME_BSF = {"vp9": "vp9_superframe"}
+PACKET_FLAG_DISCARD = 0x4  # AV_PKT_FLAG_DISCARD: the demuxer's "decode, but do not show" (edit lists)
 
 
 @dataclass(frozen=True)
@@ -37,7 +47,7 @@ class VideoInfo:
     width: int  # display size: upright (rotation applied) and square pixels (SAR applied)
     height: int
     fps: Fraction  # exact for CFR (e.g. 30000/1001); the average rate for VFR
-    frame_count: int  # frames that really decode
+    frame_count: int  # frames the container holds (shown frames, not packets); decoding checks it
     pixel_format: str
     bit_depth: int
     color_transfer: str | None  # "smpte2084" (PQ), "arib-std-b67" (HLG), "bt709", None
@@ -61,30 +71,34 @@ class _VideoStream:
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Read a clip's facts with one ffmpeg run; raise InputVideoError (one actionable line) for anything unusable."""
+    """Read a clip's facts without decoding it; raise InputVideoError (one actionable line) for anything unusable."""
     path = Path(path)
     _check_file(path)
     result = run_ffmpeg(_probe_args(path))
     header = result.stderr.split("Stream mapping:")[0]
     container = _container(header, path, result.stderr)
     stream = _video_stream(header, path)
-    timestamps, time_base = _decoded_timestamps(result.stdout)
-    if not timestamps:
+    if stream.codec in FRAME_BSF or stream.codec not in PACKET_PER_FRAME_CODECS:
+        result = run_ffmpeg(_frame_listing_args(path, stream.codec))
+    frames = _listed_frames(result.stdout)
+    if not frames.timestamps:
         raise InputVideoError(f"{path}: the video stream has no decodable frames (empty or corrupt); "
                               "re-export the clip and try again")
-    _refuse_truncated(result.stderr, path, len(timestamps))
-    fps, is_cfr = frame_rate_from_timestamps(timestamps, time_base, stream.header_fps)
+    _refuse_truncated(result.stderr, path)
+    fps, is_cfr = frame_rate_from_timestamps(frames.timestamps, frames.time_base, stream.header_fps, frames.durations)
     rotation = _rotation(header)
     width, height = _display_size(stream.coded_width, stream.coded_height, stream.sample_aspect, rotation)
     audio_codec = _audio_codec(header)
+    frame_count = len(frames.timestamps)
     return VideoInfo(
         path=path, container=container, codec=stream.codec,
         coded_width=stream.coded_width, coded_height=stream.coded_height, rotation=rotation,
-        width=width, height=height, fps=fps, frame_count=len(timestamps),
+        width=width, height=height, fps=fps, frame_count=frame_count,
         pixel_format=stream.pixel_format, bit_depth=_bit_depth(stream.pixel_format),
         color_transfer=stream.color_transfer, is_hdr=stream.color_transfer in HDR_TRANSFERS,
         has_audio=audio_codec is not None, audio_codec=audio_codec,
-        duration=float(len(timestamps) / fps), is_cfr=is_cfr, video_start=float(min(timestamps) * time_base),
+        duration=float(frame_count / fps), is_cfr=is_cfr,
+        video_start=float(min(frames.timestamps) * frames.time_base),
     )
 
 
@@ -97,18 +111,34 @@ def _check_file(path: Path) -> None:
         raise InputVideoError(f"{path}: file is empty (0 bytes); re-copy or re-export the clip")
 
 
-def _refuse_truncated(stderr: str, path: Path, frames_decoded: int) -> None:
+def truncation_reason(stderr: str) -> str | None:
+    """ffmpeg's own words when its log says the file was cut short or damaged, else None."""
     for line in stderr.splitlines():
         if line.startswith("[") and any(marker in line.lower() for marker in TRUNCATION_MARKERS):
-            reason = line.split("] ", 1)[-1].strip()[:80]
-            raise InputVideoError(f"{path}: the file is truncated or damaged ({reason}; only {frames_decoded} "
-                                  "frames decode); re-copy or re-export the complete clip")
+            return line.split("] ", 1)[-1].strip()[:80]
+    return None
+
+
+def _refuse_truncated(stderr: str, path: Path) -> None:
+    reason = truncation_reason(stderr)
+    if reason is not None:
+        raise InputVideoError(f"{path}: the file is truncated or damaged ({reason}); "
+                              "re-copy or re-export the complete clip")
 
 
 def _probe_args(path: Path) -> list[str]:
-    """Header on stderr; one framecrc line per decoded frame (demuxer time base, no pixel hashing) on stdout."""
+    """Header on stderr; one framecrc line per video packet (copied, no decoding) on stdout."""
     return ["-nostats", "-noautorotate", "-i", ffmpeg_path(path), "-map", "0:V:0", "-an", "-sn", "-dn",
-            "-fps_mode", "passthrough", "-enc_time_base:v", "demux", "-c:v", "wrapped_avframe",
+            "-c:v", "copy", "-f", "framecrc", "-"]
+
+
+def _frame_listing_args(path: Path, codec: str) -> list[str]:
+    """One framecrc line per shown frame: packets through the codec's filter, or, failing one, decoded frames
+    (the demuxer's time base, the cheap `wrapped_avframe` encoder, so no pixel data is hashed)."""
+    inputs = ["-nostats", "-noautorotate", "-i", ffmpeg_path(path), "-map", "0:V:0", "-an", "-sn", "-dn"]
+    if codec in FRAME_BSF:
+        return [*inputs, "-c:v", "copy", "-bsf:v", FRAME_BSF[codec], "-f", "framecrc", "-"]
+    return [*inputs, "-fps_mode", "passthrough", "-enc_time_base:v", "demux", "-c:v", "wrapped_avframe",
             "-f", "framecrc", "-"]
 
 
@@ -218,13 +248,24 @@ def _audio_codec(header: str) -> str | None:
     return lines[0].split()[0].rstrip(",") if lines else None
 
 
-def _decoded_timestamps(framecrc: str) -> tuple[list[int], Fraction]:
-    """Presentation timestamps of the decoded frames and their time base, from ffmpeg's framecrc listing."""
+@dataclass(frozen=True)
+class _FrameListing:
+    timestamps: list[int]  # presentation timestamps of the shown frames, in time_base units
+    durations: list[int]
+    time_base: Fraction
+
+
+def _listed_frames(framecrc: str) -> _FrameListing:
+    """Shown frames from ffmpeg's framecrc listing (`stream, dts, pts, duration, size, crc[, F=flags]`)."""
     time_base = Fraction(1, 1000)
-    timestamps = []
+    timestamps, durations = [], []
     for line in framecrc.splitlines():
         if line.startswith("#tb 0:"):
             time_base = Fraction(line.split(":", 1)[1].strip())
         elif line and not line.startswith("#"):
-            timestamps.append(int(line.split(",")[2]))
-    return timestamps, time_base
+            fields = [field.strip() for field in line.split(",")]
+            flags = next((int(field[2:], 16) for field in fields[6:] if field.startswith("F=")), 0)
+            if not flags & PACKET_FLAG_DISCARD:
+                timestamps.append(int(fields[2]))
+                durations.append(int(fields[3]))
+    return _FrameListing(timestamps, durations, time_base)

@@ -19,6 +19,7 @@ def evaluate(
     prompt: Annotated[Optional[str], typer.Option(help="Edit instruction; scored as the text only when --caption is absent.")] = None,
     caption: Annotated[Optional[str], typer.Option(help="Caption of the edited video (TGVE's edited prompt).")] = None,
     source_caption: Annotated[Optional[str], typer.Option(help="Caption of the source video (CLIP direction).")] = None,
+    reference: Annotated[Optional[Path], typer.Option(help="Reference (ground-truth) clip: PSNR and SSIM per frame.")] = None,
     manifest: Annotated[Optional[Path], typer.Option(help="CSV or JSONL: edited[, source, prompt, caption, source_caption, name].")] = None,
     tgve: Annotated[Optional[Path], typer.Option(help="TGVE submission folder (<subset>/<video>/<type>/*.jpg or <video>/<type>.mp4).")] = None,
     tgve_prompts: Annotated[Optional[list[Path]], typer.Option(help="TGVE configs folder, prompts CSV and/or instruction JSON (repeatable).")] = None,
@@ -32,7 +33,8 @@ def evaluate(
     frame_size: Annotated[int, typer.Option(help="Frames are resized to this square before CLIP (TGVE: 480).")] = _EVALUATE.frame_size,
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable report on stdout.")] = False,
 ) -> None:
-    """Score edited videos: warp error, flicker, CLIPFrame, CLIP text/direction, PickScore (conventions in --json)."""
+    """Score edited videos: warp error, flicker, CLIPFrame, CLIP text/direction, PickScore, PSNR/SSIM against a
+    reference (conventions in --json)."""
     from vedit_cli.commands.common import print_json, quiet_libraries, stderr_console
 
     quiet_libraries()
@@ -43,7 +45,8 @@ def evaluate(
         weights_dir=weights_dir,
     ).validate()
     thresholds = parse_thresholds(minimum or [], maximum or [])
-    clips = _clips_to_evaluate(edited, source, prompt, caption, source_caption, manifest, tgve, tgve_prompts, tgve_source)
+    clips = _clips_to_evaluate(edited, source, prompt, caption, source_caption, manifest, tgve, tgve_prompts, tgve_source,
+                               reference)
     console = stderr_console(quiet=json_output)
     results = _evaluate_all(clips, config, console)
     report = build_report(results, thresholds)
@@ -63,7 +66,8 @@ def _parse_metric_list(text: str | None) -> tuple[str, ...] | None:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
-def _clips_to_evaluate(edited, source, prompt, caption, source_caption, manifest, tgve, tgve_prompts, tgve_source):
+def _clips_to_evaluate(edited, source, prompt, caption, source_caption, manifest, tgve, tgve_prompts, tgve_source,
+                       reference=None):
     """Exactly one of EDITED, --manifest, --tgve chooses the clips."""
     from vedit_cli.errors import EvaluationError
     from vedit_cli.metrics.evaluation import ClipToEvaluate
@@ -81,7 +85,7 @@ def _clips_to_evaluate(edited, source, prompt, caption, source_caption, manifest
         if not tgve_prompts:
             raise EvaluationError("--tgve needs --tgve-prompts (the TGVE configs folder or tgve_prompts_from_configs.csv)")
         return tgve_clips(tgve, read_tgve_prompts(list(tgve_prompts)), tgve_source)
-    return [ClipToEvaluate(edited, source, prompt, caption, source_caption)]
+    return [ClipToEvaluate(edited, source, prompt, caption, source_caption, reference=reference)]
 
 
 def _evaluate_all(clips, config: EvaluateConfig, console) -> list[dict]:

@@ -8,7 +8,9 @@ from pathlib import Path
 from vedit_cli.config import EvaluateConfig
 from vedit_cli.errors import EvaluationError, WeightsMissingError
 from vedit_cli.metrics import clip_scores
-from vedit_cli.metrics.names import CLIP_METRICS, METRIC_NAMES, PICKSCORE_METRICS, VICLIP_METRICS, VICLIP_UNAVAILABLE
+from vedit_cli.metrics.names import (CLIP_METRICS, METRIC_NAMES, PICKSCORE_METRICS, REFERENCE_METRICS, VICLIP_METRICS,
+                                     VICLIP_UNAVAILABLE)
+from vedit_cli.metrics.reference import ReferenceMeter
 from vedit_cli.metrics.temporal import FlickerMeter, WarpErrorMeter, paired_frames
 
 UNDEFINED_REASON = "not defined for this clip: fewer than 2 frames (or, for warp_error, every pixel occluded)"
@@ -25,6 +27,7 @@ class ClipToEvaluate:
     caption: str | None = None
     source_caption: str | None = None
     name: str | None = None
+    reference: Path | None = None  # ground truth of the edit: PSNR and SSIM per frame
 
     @property
     def text(self) -> str | None:
@@ -35,6 +38,8 @@ def missing_input(metric: str, clip: ClipToEvaluate) -> str | None:
     """Why `metric` cannot be computed from the inputs given, or None when it can."""
     if metric in VICLIP_METRICS:
         return VICLIP_UNAVAILABLE
+    if metric in REFERENCE_METRICS and clip.reference is None:
+        return "needs a reference clip (--reference)"
     if metric == "warp_error" and clip.source is None:
         return "needs the source clip (--source)"
     if metric in ("clip_text", "pick_score") and not clip.text:
@@ -86,6 +91,8 @@ def plan_metrics(clip: ClipToEvaluate, requested: tuple[str, ...] | None, models
     for metric in requested or METRIC_NAMES:
         if metric not in METRIC_NAMES:
             raise EvaluationError(f"unknown metric {metric!r}; choose from {', '.join(METRIC_NAMES)}")
+        if not explicit and metric in REFERENCE_METRICS and clip.reference is None:
+            continue  # by default only with a reference: not listed as unavailable on every run without one
         reason = missing_input(metric, clip) or _load_embedder(metric, models, plan, explicit)
         if reason and explicit:
             raise EvaluationError(f"{metric} cannot be computed for {clip.edited}: {reason}")
@@ -116,6 +123,7 @@ class _FrameStream:
         self.plan, self.batch_size = plan, batch_size
         self.warp = WarpErrorMeter() if "warp_error" in plan.metrics else None
         self.flicker = FlickerMeter() if "flicker" in plan.metrics else None
+        self.reference = ReferenceMeter() if REFERENCE_METRICS & set(plan.metrics) else None
         self.keep_source = "clip_direction" in plan.metrics
         self.edited_batch, self.source_batch = [], []
         self.embeddings = {key: [] for key in ("clip", "pickscore", "clip_source")}
@@ -155,6 +163,8 @@ def _run_stream(clip: ClipToEvaluate, plan: _Plan, batch_size: int) -> _FrameStr
 
     stream = _FrameStream(plan, batch_size)
     edited_frames = iter_frames(clip.edited)
+    if stream.reference is not None:
+        edited_frames = _feeding_reference(stream.reference, iter_frames(clip.reference), edited_frames)
     needs_source = "warp_error" in plan.metrics or "clip_direction" in plan.metrics
     if needs_source:
         pairs = paired_frames(iter_frames(clip.source), edited_frames)
@@ -166,6 +176,15 @@ def _run_stream(clip: ClipToEvaluate, plan: _Plan, batch_size: int) -> _FrameStr
     return stream
 
 
+def _feeding_reference(meter, reference_frames, edited_frames):
+    """The edited frames, each scored against its reference frame on the way."""
+    from vedit_cli.metrics.reference import reference_pairs
+
+    for reference, edited in reference_pairs(reference_frames, edited_frames):
+        meter.add(reference, edited)
+        yield edited
+
+
 def _scores(clip: ClipToEvaluate, plan: _Plan, stream: _FrameStream) -> dict[str, float | None]:
     """Apply the formulas of clip_scores / temporal to what the stream gathered."""
     values: dict[str, float | None] = {}
@@ -175,6 +194,8 @@ def _scores(clip: ClipToEvaluate, plan: _Plan, stream: _FrameStream) -> dict[str
             values[metric] = stream.warp.result()
         elif metric == "flicker":
             values[metric] = stream.flicker.result()
+        elif metric in REFERENCE_METRICS:
+            values[metric] = stream.reference.result(metric)
         elif metric == "clip_frame":
             values[metric] = clip_scores.clip_frame_consistency(stream.stacked("clip"))
         elif metric == "clip_text":
@@ -203,7 +224,7 @@ def evaluate(clip: ClipToEvaluate, config: EvaluateConfig | None = None, models:
     values = _scores(clip, plan, stream)
     unavailable = dict(plan.unavailable)
     unavailable.update({name: UNDEFINED_REASON for name, value in values.items() if value is None})
-    return {
+    result = {
         "name": clip.name or Path(clip.edited).stem,
         "edited": str(clip.edited),
         "source": str(clip.source) if clip.source else None,
@@ -213,6 +234,11 @@ def evaluate(clip: ClipToEvaluate, config: EvaluateConfig | None = None, models:
         "metrics": {name: value for name, value in values.items() if value is not None},
         "unavailable": unavailable,
     }
+    if stream.reference is not None:
+        result["reference"] = str(clip.reference)
+        result["per_frame"] = {name: values for name, values in stream.reference.per_frame.items()
+                               if name in plan.metrics}
+    return result
 
 
 def evaluate_clip(edited_path, source_path=None, prompt=None, caption=None, metrics=None, weights_dir=None, *,

@@ -8,13 +8,13 @@ from vedit_cli.errors import EvaluationError
 from vedit_cli.manifest import read_manifest_rows
 from vedit_cli.metrics.evaluation import ClipToEvaluate
 
-COLUMNS = ("edited", "source", "prompt", "caption", "source_caption", "name")
+COLUMNS = ("edited", "source", "prompt", "caption", "source_caption", "name", "reference")
 ALIASES = {"output": "edited", "input": "source", "edited_caption": "caption", "instruction": "prompt"}
 
 
 def read_manifest(path: Path) -> list[ClipToEvaluate]:
     """Rows of a .csv (header line) or .jsonl (one object a line) manifest; relative paths are taken from the
-    manifest's folder. Columns: edited (required), source, prompt, caption, source_caption, name."""
+    manifest's folder. Columns: edited (required), source, prompt, caption, source_caption, name, reference."""
     path = Path(path)
     if not path.is_file():
         raise EvaluationError(f"{path}: manifest not found; give a .csv or .jsonl file")
@@ -38,4 +38,5 @@ def _row_to_clip(row: dict, manifest: Path, number: int) -> ClipToEvaluate:
     return ClipToEvaluate(
         edited=resolve(fields["edited"]), source=resolve(fields.get("source", "")), prompt=text("prompt"),
         caption=text("caption"), source_caption=text("source_caption"), name=text("name"),
+        reference=resolve(fields.get("reference", "")),
     )

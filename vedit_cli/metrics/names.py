@@ -4,12 +4,13 @@ from __future__ import annotations
 
 METRIC_NAMES = (
     "warp_error", "flicker", "clip_frame", "clip_text", "clip_direction", "pick_score",
-    "viclip_direction", "viclip_output",
+    "viclip_direction", "viclip_output", "psnr", "ssim",
 )
 LOWER_IS_BETTER = frozenset({"warp_error", "flicker"})
 CLIP_METRICS = frozenset({"clip_frame", "clip_text", "clip_direction"})
 PICKSCORE_METRICS = frozenset({"pick_score"})
 VICLIP_METRICS = frozenset({"viclip_direction", "viclip_output"})
+REFERENCE_METRICS = frozenset({"psnr", "ssim"})
 
 VICLIP_UNAVAILABLE = (
     "unavailable: the public ViCLIP checkpoints (OpenGVLab/ViCLIP-L-14-hf) load only through trust_remote_code "
@@ -30,6 +31,10 @@ CONVENTIONS = {
                       "E_txt(caption) - E_txt(source caption)) on unit ViT-L/14 embeddings, mean over frames; not x100",
     "pick_score": "TGVE pick_score: PickScore_v1 exp(logit_scale) x cosine(text, frame), mean over frames; x100 "
                   "(model's scale); text = caption of the edited video, else the prompt",
+    "psnr": "PSNR against the reference clip (--reference): 10 log10(255^2 / MSE) over each frame's RGB values, "
+            "edited frames resized to the reference's size; mean over frames (per frame in --json); higher is better",
+    "ssim": "SSIM against the reference clip (Wang et al. 2004): 11x11 Gaussian window, sigma 1.5, per RGB channel, "
+            "mean over the frame; mean over frames (per frame in --json); higher is better",
     "viclip_direction": "EVE ViCLIP_dir: " + VICLIP_UNAVAILABLE,
     "viclip_output": "EVE ViCLIP_out: " + VICLIP_UNAVAILABLE,
 }

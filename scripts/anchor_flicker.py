@@ -43,7 +43,9 @@ def edit_frames(weights_dir: Path, frames: list[np.ndarray], anchor: bool, args)
 
     config = ModelConfig(weights_dir=weights_dir, device="cpu", dtype="float32", steps=args.steps, anchor=anchor,
                          keyframe_interval=args.keyframe_interval, movie_mode="teacher").validate()
-    editor = MovieEditor.from_config(config)
+    from vedit_cli.settings import resolve_run
+
+    editor = MovieEditor.from_run(resolve_run(config))
     editor.prepare("make it a watercolor painting")
     return [to_uint8(editor.edit(to_tensor(frame)[None])[0]) for frame in frames]
 

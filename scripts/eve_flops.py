@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vedit_cli.benchmark.flops import flops_of  # noqa: E402
 from vedit_cli.backends.eve.editor import chunk_frames  # noqa: E402
 from vedit_cli.backends.eve.components import motion_bypassed  # noqa: E402
-from vedit_cli.config import EVE_DEFAULT_STEPS, ModelConfig  # noqa: E402
+from vedit_cli.config import BACKEND_DEFAULTS, ModelConfig  # noqa: E402
 from vedit_cli.models import architectures as arch  # noqa: E402
 from vedit_cli.pipeline.windows import plan_windows  # noqa: E402
 
@@ -107,7 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=480)
     parser.add_argument("--frames", type=int, default=320)
-    parser.add_argument("--steps", type=int, default=EVE_DEFAULT_STEPS)
+    parser.add_argument("--steps", type=int, default=BACKEND_DEFAULTS["eve"].steps)
     args = parser.parse_args()
     config = ModelConfig(backend="eve")
     t, plan = measure(args.size, config.window), schedule(args.frames, config)

@@ -53,7 +53,9 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     model = ModelConfig(backend="eve", weights_dir=Path(args.weights_dir), device="cpu", dtype="float32",
                         steps=args.steps, guidance_scale=args.guidance_scale, window=16, overlap=4)
-    editor = EveEditor.from_config(model)
+    from vedit_cli.settings import resolve_run
+
+    editor = EveEditor.from_run(resolve_run(model))
     config = EditConfig(model=replace(model, size=args.size), output_size="processing")
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()

@@ -67,7 +67,9 @@ def time_pipeline(source: Path, output: Path, config) -> Timing:
     from vedit_cli.editor import create_editor
     from vedit_cli.editing.clip import edit_clip
 
-    editor = create_editor(config.model)
+    from vedit_cli.settings import resolve_run
+
+    editor = create_editor(resolve_run(config.model))
 
     def run():
         result = edit_clip(source, output, editor, "", config)

@@ -40,7 +40,9 @@ def child(args: argparse.Namespace) -> None:
     model = ModelConfig(backend=args.backend, size=args.size, steps=args.steps, device="cpu",
                         weights_dir=Path(args.weights_dir) if args.weights_dir else None)
     config = EditConfig(model=model, overwrite=True).validate()
-    editor = create_editor(config.model)
+    from vedit_cli.settings import resolve_run
+
+    editor = create_editor(resolve_run(config.model))
     started = time.perf_counter()
     result = edit_clip(args.child[0], args.child[1], editor, "make it look like a watercolour painting", config)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux

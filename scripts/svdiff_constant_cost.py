@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO_ROOT))  # tests.tiny builds the tiny checkpoints off
 
 from tests import tiny  # noqa: E402
 from vedit_cli.editor import create_editor  # noqa: E402
+from vedit_cli.settings import resolve_run  # noqa: E402
 from vedit_cli.config import ModelConfig  # noqa: E402
 
 CHECKPOINTS = (10, 100, 1000)
@@ -93,7 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         config = ModelConfig(backend="svdiff", weights_dir=build_tiny_weights(Path(folder)), device=args.device,
                              guidance_scale=1.5, size=max(64, args.size))
-        editor = create_editor(config)
+        editor = create_editor(resolve_run(config))
         editor.prepare("a synthetic stream")
         device = editor.parts.device
         print(f"{editor.description}; {args.size}x{args.size} frames on {device}, torch threads {torch.get_num_threads()}",

@@ -48,11 +48,11 @@ class TinyStagesEditor(Editor):
         self.text = None
 
     @classmethod
-    def from_config(cls, config) -> "TinyStagesEditor":
+    def from_run(cls, run) -> "TinyStagesEditor":
         return cls()
 
     @classmethod
-    def random_weights(cls, config) -> "TinyStagesEditor":
+    def random_weights(cls, run) -> "TinyStagesEditor":
         return cls()
 
     def stage_modules(self) -> dict[str, nn.Module]:

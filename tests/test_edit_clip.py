@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from vedit_cli.editor import Editor, create_editor
+from vedit_cli.settings import resolve_run
 from vedit_cli.config import EditConfig, ModelConfig
 from vedit_cli.errors import ConfigError, FrameCountError, OutputError
 from vedit_cli.pipeline.runner import run_clip
@@ -38,7 +39,7 @@ def test_copy_pipeline_is_pixel_exact_before_the_encoder(shared_videos, name):
     info = probe(shared_videos / name)
     decoded = list(read_frames(info))  # decoded once: the comparison is of the pipeline, not of two decodes
     sink = ListSink()
-    stats = run_clip(iter(decoded), info.frame_count, create_editor(ModelConfig(backend="copy")), "", sink,
+    stats = run_clip(iter(decoded), info.frame_count, create_editor(resolve_run(ModelConfig(backend="copy"))), "", sink,
                      None, copy_config())
     assert stats.frames_written == info.frame_count == len(sink.frames) == len(decoded)
     for got, source in zip(sink.frames, decoded):
@@ -54,7 +55,7 @@ def test_edit_clip_keeps_frames_fps_size_audio_and_pixels(shared_videos, tmp_pat
 
     source = probe(shared_videos / name)
     progress = []
-    result = edit_clip(shared_videos / name, tmp_path / "out.mp4", create_editor(ModelConfig(backend="copy")), "",
+    result = edit_clip(shared_videos / name, tmp_path / "out.mp4", create_editor(resolve_run(ModelConfig(backend="copy"))), "",
                        copy_config(), on_progress=progress.append)
     assert result.output_path == tmp_path / "out.mp4" and result.output_path.is_file()
     assert progress[-1] == source.frame_count == result.frames_written
@@ -76,7 +77,7 @@ class ShiftEditor(Editor):
     size_multiple = 16
 
     @classmethod
-    def from_config(cls, config):
+    def from_run(cls, run):
         return cls()
 
     def prepare(self, prompt):
@@ -122,7 +123,7 @@ def test_existing_output_is_refused_without_overwrite(shared_videos, tmp_path):
     existing = tmp_path / "out.mp4"
     existing.write_bytes(b"keep me")
     with pytest.raises(OutputError):
-        edit_clip(shared_videos / "video_90.mov", existing, create_editor(ModelConfig(backend="copy")), "",
+        edit_clip(shared_videos / "video_90.mov", existing, create_editor(resolve_run(ModelConfig(backend="copy"))), "",
                   copy_config())
     assert existing.read_bytes() == b"keep me"
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vedit_cli.config import ModelConfig
+from vedit_cli.settings import resolve_run
 from vedit_cli.errors import WeightsMissingError
 
 SIZE = 16  # pixels; the tiny VAE halves it: 8x8 latents
@@ -42,7 +43,7 @@ def _config(weights_dir, **changes) -> ModelConfig:
 def _editor(weights_dir, **changes):
     from vedit_cli.backends.eve.editor import EveEditor
 
-    return EveEditor.from_config(_config(weights_dir, **changes))
+    return EveEditor.from_run(resolve_run(_config(weights_dir, **changes)))
 
 
 def _clip(num_frames: int, seed: int = 0) -> torch.Tensor:
@@ -60,7 +61,7 @@ def test_missing_weights_name_the_download_command(tmp_path):
     from vedit_cli.backends.eve.editor import EveEditor
 
     with pytest.raises(WeightsMissingError, match="vedit download sd15"):
-        EveEditor.from_config(_config(tmp_path))
+        EveEditor.from_run(resolve_run(_config(tmp_path)))
 
 
 def test_missing_adapter_is_reported_too(tmp_path, eve_weights):

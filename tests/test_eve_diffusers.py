@@ -33,7 +33,10 @@ def test_single_window_matches_diffusers(tmp_path, guidance_scale):
     weights = tiny.save_eve_weights(tmp_path)
     config = ModelConfig(backend="eve", weights_dir=weights, device="cpu", dtype="float32", steps=3, seed=5,
                          guidance_scale=guidance_scale, controlnet_scale=0.8, window=FRAMES)
-    editor = EveEditor(EveEditor.from_config(config).stack, config, anchor_first_frame=False)
+    from vedit_cli.settings import resolve_run
+
+    run = resolve_run(config)
+    editor = EveEditor(EveEditor.from_run(run).stack, run, anchor_first_frame=False)
     frames = torch.rand(FRAMES, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
     editor.prepare(PROMPT)
     ours = editor.edit(frames)

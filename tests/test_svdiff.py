@@ -9,6 +9,7 @@ import torch
 
 from tests import tiny
 from vedit_cli.editor import create_editor
+from vedit_cli.settings import resolve_run
 from vedit_cli.backends.svdiff.editor import SvdiffEditor
 from vedit_cli.config import ModelConfig
 from vedit_cli.errors import WeightsMissingError
@@ -43,7 +44,7 @@ def plain_editor(svdiff_weights) -> SvdiffEditor:
 
 def _editor(weights_dir: Path, prompt: str = "make it red", **changes) -> SvdiffEditor:
     config = ModelConfig(backend="svdiff", weights_dir=weights_dir, device="cpu", **changes).validate()
-    editor = create_editor(config)
+    editor = create_editor(resolve_run(config))
     editor.prepare(prompt)
     return editor
 
@@ -60,11 +61,11 @@ def _stream(editor: SvdiffEditor, frames: torch.Tensor) -> torch.Tensor:
 
 def test_missing_weights_raise_weights_missing_error(tmp_path, svdiff_weights):
     with pytest.raises(WeightsMissingError, match="sd15"):
-        create_editor(ModelConfig(backend="svdiff", weights_dir=tmp_path))
+        create_editor(resolve_run(ModelConfig(backend="svdiff", weights_dir=tmp_path)))
     (tmp_path / "sd15").symlink_to(svdiff_weights["plain"] / "sd15", target_is_directory=True)
     (tmp_path / "lcm-lora-sdv1-5").mkdir()
     with pytest.raises(WeightsMissingError, match="lcm-lora-sdv1-5.*pytorch_lora_weights"):
-        create_editor(ModelConfig(backend="svdiff", weights_dir=tmp_path))
+        create_editor(resolve_run(ModelConfig(backend="svdiff", weights_dir=tmp_path)))
 
 
 def test_incomplete_memory_folder_is_an_error_not_a_silent_fallback(tmp_path, svdiff_weights):
@@ -72,7 +73,7 @@ def test_incomplete_memory_folder_is_an_error_not_a_silent_fallback(tmp_path, sv
         (tmp_path / name).symlink_to(svdiff_weights["plain"] / name, target_is_directory=True)
     (tmp_path / "svdiff-memory").mkdir()
     with pytest.raises(WeightsMissingError, match="svdiff-memory"):
-        create_editor(ModelConfig(backend="svdiff", weights_dir=tmp_path))
+        create_editor(resolve_run(ModelConfig(backend="svdiff", weights_dir=tmp_path)))
 
 
 def test_empty_tokenizer_is_refused(tmp_path):

@@ -11,11 +11,42 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 VAE_CHOICES = ("auto", "full", "tiny")
 MOVIE_MODES = ("auto", "teacher", "student")
-EVE_DEFAULT_STEPS = 20  # eve: DDIM steps when --steps is not given
+OUTPUT_SIZES = ("source", "processing")  # source: the input's display size; processing: the model's size
+SVDIFF_INITS = ("inversion", "noise")  # how svdiff reaches its start timestep (backends/svdiff/sampling.py)
 
 
-DEFAULT_GUIDANCE_SCALE = 7.5  # InstructPix2Pix / SD1.5 text guidance
-BACKEND_GUIDANCE_SCALE = {"svdiff": 1.5}  # LCM-LoRA is distilled for low guidance (1-2); 7.5 oversaturates
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """What a backend (and mode) runs when the user does not say: the one table of per-backend defaults."""
+
+    steps: int
+    guidance_scale: float  # text guidance
+    spacing: str | None  # timestep spacing: None = the checkpoint's scheduler config; "trailing" starts at the
+    # last training timestep, from pure noise (one- and few-step samplers: LCM, SD-Turbo, the MoViE student)
+
+
+# movie teacher: InstructPix2Pix's recipe (MoViE Table 1: 10 steps); student: 1 step from pure noise (trailing);
+# eve: AnimateDiff + ControlNet DDIM; svdiff: LCM-LoRA, 3 steps (SVDiff sec. 5.1), low guidance (LCM is distilled
+# for 1-2; 7.5 oversaturates).
+BACKEND_DEFAULTS: dict[str, SamplingDefaults] = {
+    "movie:teacher": SamplingDefaults(steps=10, guidance_scale=7.5, spacing=None),
+    "movie:student": SamplingDefaults(steps=1, guidance_scale=7.5, spacing="trailing"),
+    "eve": SamplingDefaults(steps=20, guidance_scale=7.5, spacing=None),
+    "svdiff": SamplingDefaults(steps=3, guidance_scale=1.5, spacing=None),
+}
+
+
+@dataclass(frozen=True)
+class TrainedSchedule:
+    """How a distilled model was trained to be sampled (stored in its weights' metadata, used at inference)."""
+
+    steps: int
+    spacing: str
+
+
+def sampling_defaults(backend: str, mode: str | None = None) -> SamplingDefaults | None:
+    """The defaults row of `backend` (in `mode` where it has modes); None for backends without a model."""
+    return BACKEND_DEFAULTS.get(f"{backend}:{mode}" if mode else backend)
 
 
 @dataclass(frozen=True)
@@ -23,8 +54,8 @@ class ModelConfig:
     """What every backend shares: sampling options with the same names across backends."""
 
     backend: str = "movie"
-    steps: int | None = None  # None: the backend's own default (teacher 10, student 1, svdiff 3, eve 20)
-    guidance_scale: float | None = None  # text guidance; None: the backend's default (see BACKEND_GUIDANCE_SCALE)
+    steps: int | None = None  # None: the backend's default (BACKEND_DEFAULTS), filled in by settings.resolve_run
+    guidance_scale: float | None = None  # text guidance; None: the backend's default (BACKEND_DEFAULTS)
     image_guidance_scale: float = 1.5
     seed: int = 0
     size: int = 512  # short side of the processing size, in pixels
@@ -37,18 +68,13 @@ class ModelConfig:
     caption: str | None = None  # eve: output caption for the backbone; None = the instruction
     controlnet_scale: float = 1.0  # eve
     lora_scale: float = 1.0  # eve alignment LoRA strength
-    strength: float = 0.5  # svdiff: how far LCM inversion noises each frame (img2img strength, 0 < s <= 1)
+    strength: float = 0.5  # svdiff: the start timestep, as a fraction of the schedule (0 < s <= 1)
+    svdiff_init: str = "inversion"  # svdiff: DDIM inversion to the start timestep (SVDiff), or "noise" (img2img)
     window: int = 16  # eve: frames per temporal window
     overlap: int = 4  # eve: frames shared by neighbouring windows
     chunk_windows: int = 4  # eve: windows denoised together, latents blended every step (bounds memory)
     weights_dir: Path | None = None
     allow_download: bool = False  # --download / VEDIT_ALLOW_DOWNLOAD=1: fetch missing weights (weights.hub.ensure_entries)
-    allow_unsafe_weights: bool = False  # --allow-unsafe-weights: load pickle (.bin/.ckpt) checkpoints too
-
-    def __post_init__(self) -> None:
-        if self.guidance_scale is None:  # resolved here, so every backend reads a number
-            default = BACKEND_GUIDANCE_SCALE.get(self.backend, DEFAULT_GUIDANCE_SCALE)
-            object.__setattr__(self, "guidance_scale", default)
 
     def validate(self) -> "ModelConfig":
         """Check ranges up front; every message says what was given and what is expected."""
@@ -56,7 +82,7 @@ class ModelConfig:
             raise ConfigError(f"--steps must be at least 1, got {self.steps}")
         if self.size < 64 or self.size > 4096:
             raise ConfigError(f"--size must be between 64 and 4096 pixels, got {self.size}")
-        if self.guidance_scale < 0 or self.image_guidance_scale < 0:
+        if (self.guidance_scale or 0) < 0 or self.image_guidance_scale < 0:
             raise ConfigError("--guidance-scale and --image-guidance-scale must be >= 0")
         if not 0 < self.strength <= 1:
             raise ConfigError(f"--strength must be in (0, 1], got {self.strength}")
@@ -64,6 +90,7 @@ class ModelConfig:
         _check_choice("--dtype", self.dtype, DTYPES)
         _check_choice("--vae", self.vae, VAE_CHOICES)
         _check_choice("--movie-mode", self.movie_mode, MOVIE_MODES)
+        _check_choice("--svdiff-init", self.svdiff_init, SVDIFF_INITS)
         if self.window < 1 or not 0 <= self.overlap < self.window:
             raise ConfigError(f"--overlap must be in [0, --window), got window={self.window} overlap={self.overlap}")
         if self.chunk_windows < 1:
@@ -100,7 +127,7 @@ class EditConfig:
     def validate(self) -> "EditConfig":
         self.model.validate()
         self.encode.validate()
-        _check_choice("--output-size", self.output_size, ("source", "processing"))
+        _check_choice("--output-size", self.output_size, OUTPUT_SIZES)
         return self
 
     def with_model(self, **changes) -> "EditConfig":

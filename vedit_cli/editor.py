@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import torch
 
-from vedit_cli.config import ModelConfig
+from vedit_cli.config import ModelConfig, TrainedSchedule
 from vedit_cli.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from vedit_cli.settings import ResolvedRun
 
 BACKENDS: dict[str, str] = {
     "copy": "vedit_cli.backends.copy:CopyEditor",
@@ -59,7 +65,18 @@ class Editor(ABC):
         return {}
 
     @classmethod
-    def random_weights(cls, config: ModelConfig) -> "Editor":
+    def resolve_mode(cls, config: ModelConfig, weights_dir: "Path | None") -> tuple[str | None, TrainedSchedule | None]:
+        """The mode the request runs in (backends with modes override) and, for a distilled model, its trained
+        schedule; called once by settings.resolve_run, before any weights load."""
+        return None, None
+
+    @classmethod
+    def from_run(cls, run: "ResolvedRun") -> "Editor":
+        """Load the backend's weights for a resolved run."""
+        raise NotImplementedError(f"{cls.__name__} has no loader")
+
+    @classmethod
+    def random_weights(cls, run: "ResolvedRun") -> "Editor":
         """The real-size architecture built from its configs with random weights (benchmarks: no download)."""
         raise NotImplementedError(f"{cls.__name__} has no random-weights constructor")
 
@@ -87,6 +104,6 @@ def backend_needs_prompt(name: str) -> bool:
     return _backend_class(name).needs_prompt
 
 
-def create_editor(config: ModelConfig) -> Editor:
+def create_editor(run: "ResolvedRun") -> Editor:
     """Import the backend's module only now (diffusers is slow to import) and build its editor."""
-    return _backend_class(config.backend).from_config(config)
+    return _backend_class(run.backend).from_run(run)

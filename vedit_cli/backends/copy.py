@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from vedit_cli.editor import Editor
-from vedit_cli.config import ModelConfig
 
 
 class CopyEditor(Editor):
@@ -16,7 +15,7 @@ class CopyEditor(Editor):
     description = "copy: frames pass through unchanged (no model)"
 
     @classmethod
-    def from_config(cls, config: ModelConfig) -> "CopyEditor":
+    def from_run(cls, run) -> "CopyEditor":
         return cls()
 
     def prepare(self, prompt: str) -> None:

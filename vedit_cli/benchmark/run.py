@@ -36,11 +36,12 @@ def run_benchmark(config: BenchmarkConfig, on_progress: Progress | None = None) 
     explicit = bool(config.backends)
     for spec in specs:
         say(f"{spec}: building")
-        editor, reason = try_build_backend(spec, config, setup, explicit)
+        editor, run, reason = try_build_backend(spec, config, setup, explicit)
         if editor is None:
             skipped.append({"name": spec, "reason": reason})
             continue
-        rows.append(measure_row(spec, editor, clip, config, setup, False, say))
+        row = measure_row(spec, editor, clip, config, setup, False, say)
+        rows.append({**row, "resolved": run.as_dict()})
         del editor  # free this row's weights before the next one is built
     return report_payload(settings_payload(config, setup), rows, skipped)
 
@@ -73,7 +74,8 @@ def settings_payload(config: BenchmarkConfig, setup: Setup) -> dict:
         "size": setup.size, "height": setup.size, "width": setup.size, "frames": config.frames,
         "repeats": config.repeats, "warmup": min(config.warmup, config.frames), "device": setup.device.type,
         "device_name": torch.cuda.get_device_name(setup.device) if setup.device.type == "cuda" else platform.processor() or platform.machine(),
-        "dtype": str(setup.dtype).removeprefix("torch."), "random_weights": config.random_weights,
+        "dtype": setup.hardware.dtype_name, "dtype_reason": setup.hardware.dtype_reason,
+        "random_weights": config.random_weights,
         "flops_only": config.flops_only, "reference_steps": config.reference_steps, "prompt": config.prompt,
         "torch": torch.__version__, "diffusers": diffusers.__version__, "threads": torch.get_num_threads(),
         "flop_counting": "torch.utils.flop_counter on meta, math attention; multiply-add = 2",

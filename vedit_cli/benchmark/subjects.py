@@ -8,8 +8,10 @@ from dataclasses import dataclass, replace
 import torch
 
 from vedit_cli.editor import BACKENDS, Editor
-from vedit_cli.config import BenchmarkConfig, ModelConfig
+from vedit_cli.config import BACKEND_DEFAULTS, BenchmarkConfig, ModelConfig
 from vedit_cli.errors import ConfigError, VeditError
+from vedit_cli.hardware import Hardware, resolve_hardware
+from vedit_cli.settings import ResolvedRun, resolve_run
 
 NOT_BENCHMARKED = ("copy",)  # no model: nothing to measure
 DEFAULT_MODES = {"movie": "student"}  # the row the papers compare: MoViE's one-step student
@@ -20,18 +22,23 @@ CPU_SIZE, GPU_SIZE = 256, 512
 class Setup:
     """The resolved settings every row shares."""
 
-    device: torch.device
-    dtype: torch.dtype
+    hardware: Hardware
     size: int
+
+    @property
+    def device(self) -> torch.device:
+        return self.hardware.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.hardware.dtype
 
 
 def resolve_setup(config: BenchmarkConfig) -> Setup:
-    """Device and dtype resolved as `vedit edit` does (auto: cuda > mps > cpu; float16 on GPU, bfloat16 on CPU)."""
-    from vedit_cli.models.device import resolve_device, resolve_dtype
-
-    device = torch.device("cpu") if config.flops_only else resolve_device(config.device)  # FLOPs: device-free
-    size = config.size or (GPU_SIZE if device.type == "cuda" else CPU_SIZE)
-    return Setup(device=device, dtype=resolve_dtype(config.dtype, device), size=size)
+    """Device and dtype resolved by the one rule `vedit edit` uses (vedit_cli.hardware); FLOPs count on the CPU."""
+    hardware = resolve_hardware("cpu" if config.flops_only else config.device, config.dtype)
+    size = config.size or (GPU_SIZE if hardware.device.type == "cuda" else CPU_SIZE)
+    return Setup(hardware=hardware, size=size)
 
 
 def default_specs() -> list[str]:
@@ -52,13 +59,20 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
 def model_config(spec: str, config: BenchmarkConfig, setup: Setup) -> ModelConfig:
     name, mode = parse_spec(spec)
-    model = ModelConfig(backend=name, size=setup.size, device=setup.device.type, dtype=str(setup.dtype).removeprefix("torch."),
+    model = ModelConfig(backend=name, size=setup.size, device=config.device, dtype=config.dtype,
                         seed=config.seed, weights_dir=config.weights_dir)
     return replace(model, movie_mode=mode) if mode else model
 
 
-def build_backend(spec: str, config: BenchmarkConfig, setup: Setup) -> Editor:
-    """The backend's editor: real-size random weights, or its downloaded weights (WeightsMissingError if absent)."""
+def resolve_row(spec: str, config: BenchmarkConfig, setup: Setup) -> ResolvedRun:
+    """The row's settings, resolved by `vedit edit`'s own resolver on the benchmark's hardware."""
+    return resolve_run(model_config(spec, config, setup), hardware=setup.hardware,
+                       random_weights=config.random_weights)
+
+
+def build_backend(spec: str, config: BenchmarkConfig, setup: Setup) -> tuple[Editor, ResolvedRun]:
+    """The backend's editor and its resolved settings: real-size random weights, or its downloaded weights
+    (WeightsMissingError if absent)."""
     model = model_config(spec, config, setup).validate()
     module_name, class_name = BACKENDS[model.backend].split(":")
     try:
@@ -67,10 +81,11 @@ def build_backend(spec: str, config: BenchmarkConfig, setup: Setup) -> Editor:
         if error.name != module_name:
             raise
         raise ConfigError(f"backend {model.backend!r} is not part of this build of vedit yet") from None
+    run = resolve_row(spec, config, setup)
     if not config.random_weights:
-        return editor_class.from_config(model)
+        return editor_class.from_run(run), run
     try:
-        return editor_class.random_weights(model)
+        return editor_class.random_weights(run), run
     except NotImplementedError as error:
         raise ConfigError(f"backend {model.backend!r} cannot build random weights: {error}") from None
 
@@ -86,16 +101,17 @@ def build_reference(config: BenchmarkConfig, setup: Setup):
         pipeline = downloaded_pipeline(resolve_weights_dir(config.weights_dir), setup.dtype)
     if not config.flops_only:
         pipeline = pipeline.to(setup.device)
-    defaults = ModelConfig()
-    return ReferenceEditor(pipeline, setup.device, config.reference_steps, defaults.guidance_scale,
-                           defaults.image_guidance_scale, config.seed)
+    return ReferenceEditor(pipeline, setup.device, config.reference_steps,
+                           BACKEND_DEFAULTS["movie:teacher"].guidance_scale, ModelConfig().image_guidance_scale,
+                           config.seed)
 
 
-def try_build_backend(spec: str, config: BenchmarkConfig, setup: Setup, explicit: bool) -> tuple[Editor | None, str]:
+def try_build_backend(spec: str, config: BenchmarkConfig, setup: Setup,
+                      explicit: bool) -> tuple[Editor | None, ResolvedRun | None, str]:
     """Build a row's editor; a backend that cannot be built is skipped with its reason unless it was asked for."""
     try:
-        return build_backend(spec, config, setup), ""
+        return *build_backend(spec, config, setup), ""
     except VeditError as error:
         if explicit:
             raise
-        return None, str(error)
+        return None, None, str(error)

@@ -1,88 +1,117 @@
-"""`vedit edit`: one clip, several, a folder, or a manifest; each clip fails on its own, the batch goes on."""
+"""`vedit edit`: one clip, several, a folder, or a manifest; each clip fails on its own, the batch goes on.
+
+Options are grouped into help panels; choices list their registries; an option the chosen backend does not use is
+refused before any clip starts (the table is vedit_cli/options.py).
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
-from vedit_cli.config import BACKEND_GUIDANCE_SCALE, DEFAULT_GUIDANCE_SCALE, EditConfig, EncodeConfig, ModelConfig
+from vedit_cli.commands.common import (
+    PANEL_ENCODING, PANEL_EVE, PANEL_IO, PANEL_MODEL, PANEL_MOVIE, PANEL_SVDIFF, AllowDownload, Device, Dtype,
+    JsonOutput, Quiet, WeightsDir,
+)
+from vedit_cli.config import (
+    BACKEND_DEFAULTS, MOVIE_MODES, OUTPUT_SIZES, SVDIFF_INITS, VAE_CHOICES, EditConfig, EncodeConfig, ModelConfig,
+)
+from vedit_cli.io.encode import PRESETS, SUPPORTED_CODECS
+from vedit_cli.options import BACKEND_NAMES
 
 _MODEL = ModelConfig()
 _ENCODE = EncodeConfig()
 _EDIT = EditConfig()
-_GUIDANCE_HELP = "Text guidance scale (default " + "; ".join(
-    [str(DEFAULT_GUIDANCE_SCALE)] + [f"{name} {value}" for name, value in BACKEND_GUIDANCE_SCALE.items()]) + ")."
+_GUIDANCE_HELP = "Text guidance scale [default: " + ", ".join(
+    f"{name} {row.guidance_scale:g}" for name, row in BACKEND_DEFAULTS.items()) + "]."
+_STEPS_HELP = "Denoising steps [default: " + ", ".join(f"{name} {row.steps}" for name, row in BACKEND_DEFAULTS.items()) + "]."
 
 
 def edit(
+    ctx: typer.Context,
     arguments: Annotated[list[str], typer.Argument(help="Video files or folders, then the instruction.", show_default=False, metavar="INPUT... PROMPT")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (one clip only).")] = None,
-    output_dir: Annotated[Optional[Path], typer.Option(help="Folder for outputs of many clips; mirrors input folders.")] = None,
-    manifest: Annotated[Optional[Path], typer.Option(help="CSV or JSONL with columns input, prompt[, output].")] = None,
-    prompt: Annotated[Optional[str], typer.Option(help="The instruction, when every argument is an input.")] = None,
-    backend: Annotated[str, typer.Option(help="copy, movie, eve or svdiff.")] = _MODEL.backend,
-    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the backend's own).")] = None,
-    guidance_scale: Annotated[Optional[float], typer.Option(help=_GUIDANCE_HELP)] = None,
-    image_guidance_scale: Annotated[float, typer.Option(help="Image guidance scale.")] = _MODEL.image_guidance_scale,
-    seed: Annotated[int, typer.Option(help="Random seed (one noise tensor per clip).")] = _MODEL.seed,
-    size: Annotated[int, typer.Option(help="Short side of the processing size, in pixels.")] = _MODEL.size,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = _MODEL.device,
-    dtype: Annotated[str, typer.Option(help="auto, float32, float16 or bfloat16.")] = _MODEL.dtype,
-    vae: Annotated[str, typer.Option(help="movie autoencoder: auto, full or tiny (TAESD).")] = _MODEL.vae,
-    movie_mode: Annotated[str, typer.Option(help="movie: auto (student if its weights exist), teacher, student.")] = _MODEL.movie_mode,
-    anchor: Annotated[bool, typer.Option("--anchor/--no-anchor", help="movie: attend to an anchor frame against flicker.")] = _MODEL.anchor,
-    keyframe_interval: Annotated[int, typer.Option(help="movie anchor: new anchor every N frames (0: first frame).")] = _MODEL.keyframe_interval,
-    caption: Annotated[Optional[str], typer.Option(help="eve: caption of the edited video (default: the instruction).")] = None,
-    controlnet_scale: Annotated[float, typer.Option(help="eve: edit-adapter strength.")] = _MODEL.controlnet_scale,
-    lora_scale: Annotated[float, typer.Option(help="eve: alignment LoRA strength.")] = _MODEL.lora_scale,
-    window: Annotated[int, typer.Option(help="eve: frames per temporal window.")] = _MODEL.window,
-    overlap: Annotated[int, typer.Option(help="eve: frames shared by neighbouring windows.")] = _MODEL.overlap,
-    chunk_windows: Annotated[int, typer.Option(help="eve: windows denoised together, latents blended every step.")] = _MODEL.chunk_windows,
-    strength: Annotated[float, typer.Option(help="svdiff: how far LCM inversion noises each frame, in (0, 1].")] = _MODEL.strength,
-    weights_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint folder.", envvar="VEDIT_WEIGHTS")] = None,
-    download: Annotated[bool, typer.Option("--download/--no-download", help="Download missing weights.", envvar="VEDIT_ALLOW_DOWNLOAD")] = _MODEL.allow_download,
-    allow_unsafe_weights: Annotated[bool, typer.Option(help="Also load pickle (.bin/.ckpt) checkpoints: only from sources you trust.")] = _MODEL.allow_unsafe_weights,
-    codec: Annotated[str, typer.Option(help="Video encoder: libx264, libx265 or libvpx-vp9.")] = _ENCODE.codec,
-    crf: Annotated[int, typer.Option(help="Encoder quality (lower is better).")] = _ENCODE.crf,
-    preset: Annotated[str, typer.Option(help="Encoder speed preset.")] = _ENCODE.preset,
-    keep_odd_size: Annotated[bool, typer.Option(help="Keep an odd width/height exactly, in 4:4:4 (many players refuse it); default: crop one row/column, 4:2:0.")] = _ENCODE.keep_odd_size,
-    output_size: Annotated[str, typer.Option(help="source (the input's display size) or processing.")] = _EDIT.output_size,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (default: skip them, so reruns resume).")] = _EDIT.overwrite,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (one clip only).", rich_help_panel=PANEL_IO)] = None,
+    output_dir: Annotated[Optional[Path], typer.Option(help="Folder for outputs of many clips; mirrors input folders.", rich_help_panel=PANEL_IO)] = None,
+    manifest: Annotated[Optional[Path], typer.Option(help="CSV or JSONL with columns input, prompt[, output].", rich_help_panel=PANEL_IO)] = None,
+    prompt: Annotated[Optional[str], typer.Option(help="The instruction, when every argument is an input.", rich_help_panel=PANEL_IO)] = None,
+    output_size: Annotated[Literal[OUTPUT_SIZES], typer.Option(help="source (the input's display size) or processing (the model's size).", rich_help_panel=PANEL_IO)] = _EDIT.output_size,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (default: skip them, so reruns resume).", rich_help_panel=PANEL_IO)] = _EDIT.overwrite,
+    backend: Annotated[Literal[BACKEND_NAMES], typer.Option(help="copy (no model: re-encodes), movie, eve or svdiff.", rich_help_panel=PANEL_MODEL)] = _MODEL.backend,
+    steps: Annotated[Optional[int], typer.Option(min=1, help=_STEPS_HELP, show_default=False, rich_help_panel=PANEL_MODEL)] = None,
+    guidance_scale: Annotated[Optional[float], typer.Option(min=0, help=_GUIDANCE_HELP, show_default=False, rich_help_panel=PANEL_MODEL)] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (one noise tensor per clip).", rich_help_panel=PANEL_MODEL)] = _MODEL.seed,
+    size: Annotated[int, typer.Option(min=64, max=4096, help="Short side of the processing size, in pixels.", rich_help_panel=PANEL_MODEL)] = _MODEL.size,
+    device: Device = _MODEL.device,
+    dtype: Dtype = _MODEL.dtype,
+    image_guidance_scale: Annotated[float, typer.Option(min=0, help="Image guidance scale.", rich_help_panel=PANEL_MOVIE)] = _MODEL.image_guidance_scale,
+    movie_mode: Annotated[Literal[MOVIE_MODES], typer.Option(help="auto (student if its weights exist), teacher or student.", rich_help_panel=PANEL_MOVIE)] = _MODEL.movie_mode,
+    vae: Annotated[Literal[VAE_CHOICES], typer.Option(help="Autoencoder: auto (teacher: full, student: tiny), full or tiny (TAESD).", rich_help_panel=PANEL_MOVIE)] = _MODEL.vae,
+    anchor: Annotated[bool, typer.Option("--anchor/--no-anchor", help="Attend to an anchor frame against flicker.", rich_help_panel=PANEL_MOVIE)] = _MODEL.anchor,
+    keyframe_interval: Annotated[int, typer.Option(min=0, help="With --anchor: a new anchor every N frames (0: the first frame).", rich_help_panel=PANEL_MOVIE)] = _MODEL.keyframe_interval,
+    caption: Annotated[Optional[str], typer.Option(help="Caption of the edited video [default: the instruction].", show_default=False, rich_help_panel=PANEL_EVE)] = None,
+    controlnet_scale: Annotated[float, typer.Option(help="Edit-adapter strength.", rich_help_panel=PANEL_EVE)] = _MODEL.controlnet_scale,
+    lora_scale: Annotated[float, typer.Option(help="Alignment LoRA strength.", rich_help_panel=PANEL_EVE)] = _MODEL.lora_scale,
+    window: Annotated[int, typer.Option(min=1, help="Frames per temporal window.", rich_help_panel=PANEL_EVE)] = _MODEL.window,
+    overlap: Annotated[int, typer.Option(min=0, help="Frames shared by neighbouring windows (< --window).", rich_help_panel=PANEL_EVE)] = _MODEL.overlap,
+    chunk_windows: Annotated[int, typer.Option(min=1, help="Windows denoised together, latents blended every step.", rich_help_panel=PANEL_EVE)] = _MODEL.chunk_windows,
+    strength: Annotated[float, typer.Option(min=0, max=1, help="Start timestep as a fraction of the schedule, in (0, 1].", rich_help_panel=PANEL_SVDIFF)] = _MODEL.strength,
+    svdiff_init: Annotated[Literal[SVDIFF_INITS], typer.Option(help="How frames reach the start timestep: inversion (DDIM, as the paper) or noise (img2img).", rich_help_panel=PANEL_SVDIFF)] = _MODEL.svdiff_init,
+    weights_dir: WeightsDir = None,
+    allow_download: AllowDownload = _MODEL.allow_download,
+    codec: Annotated[Literal[SUPPORTED_CODECS], typer.Option(help="Video encoder.", rich_help_panel=PANEL_ENCODING)] = _ENCODE.codec,
+    crf: Annotated[int, typer.Option(min=0, max=63, help="Encoder quality (lower is better).", rich_help_panel=PANEL_ENCODING)] = _ENCODE.crf,
+    preset: Annotated[Literal[PRESETS], typer.Option(help="Encoder speed preset (libvpx-vp9: mapped onto -cpu-used).", rich_help_panel=PANEL_ENCODING)] = _ENCODE.preset,
+    keep_odd_size: Annotated[bool, typer.Option(help="Keep an odd width/height exactly, in 4:4:4 (many players refuse it); default: crop one row/column, 4:2:0.", rich_help_panel=PANEL_ENCODING)] = _ENCODE.keep_odd_size,
     evaluate: Annotated[bool, typer.Option(help="Compute offline temporal metrics of each output.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, only errors and the summary.")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
+    quiet: Quiet = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """Edit videos from a text instruction: vedit edit in.mp4 "make it Van Gogh"."""
-    from vedit_cli.commands.common import debug_enabled, quiet_libraries
+    from vedit_cli.commands.common import debug_enabled, given_on_command_line, quiet_libraries
+    from vedit_cli.options import check_options
 
+    check_options(backend, given_on_command_line(ctx))  # before any import, load or clip
     quiet_libraries()
-    from vedit_cli.editing.jobs import plan_jobs, split_arguments
     from vedit_cli.commands.edit_report import RichObserver, report_summary
     from vedit_cli.editing.batch import run_batch
+    from vedit_cli.editing.jobs import plan_jobs
+    from vedit_cli.settings import resolve_run
 
-    inputs, the_prompt = split_arguments(list(arguments or []), prompt, manifest)
+    inputs, the_prompt = _split(ctx, arguments, prompt, manifest)
     model = ModelConfig(
         backend=backend, steps=steps, guidance_scale=guidance_scale, image_guidance_scale=image_guidance_scale,
         seed=seed, size=size, device=device, dtype=dtype, vae=vae, movie_mode=movie_mode, anchor=anchor,
         keyframe_interval=keyframe_interval, caption=caption, controlnet_scale=controlnet_scale,
-        lora_scale=lora_scale, window=window, overlap=overlap, chunk_windows=chunk_windows, strength=strength, weights_dir=weights_dir, allow_download=download,
-        allow_unsafe_weights=allow_unsafe_weights,
+        lora_scale=lora_scale, window=window, overlap=overlap, chunk_windows=chunk_windows, strength=strength,
+        svdiff_init=svdiff_init, weights_dir=weights_dir, allow_download=allow_download,
     )
-    config = EditConfig(
-        model=model, encode=EncodeConfig(codec=codec, crf=crf, preset=preset, keep_odd_size=keep_odd_size), output_size=output_size,
-        overwrite=overwrite,
-    ).validate()
+    encode = EncodeConfig(codec=codec, crf=crf, preset=preset, keep_odd_size=keep_odd_size)
+    config = EditConfig(model=model, encode=encode, output_size=output_size, overwrite=overwrite).validate()
     jobs = plan_jobs(inputs, the_prompt, output, output_dir, manifest)
+    run = resolve_run(config.model)  # once, before any clip: defaults, weights folder, device, dtype
+    config = replace(config, model=run.model)
     observer = RichObserver(quiet=quiet or json_output)
     try:
-        results = run_batch(jobs, config, observer, evaluate=evaluate, debug=debug_enabled())
+        results = run_batch(jobs, config, run, observer, evaluate=evaluate, debug=debug_enabled())
     finally:
         observer.close()
-    failed = report_summary(results, json_output=json_output, quiet=quiet)
+    failed = report_summary(results, run.as_dict(), json_output=json_output, quiet=quiet)
     if failed:
         raise typer.Exit(code=1)
+
+
+def _split(ctx: typer.Context, arguments: list[str] | None, prompt: str | None, manifest: Path | None):
+    """Inputs and the prompt from the arguments; a missing one is a usage error (usage line, exit 2)."""
+    from vedit_cli.editing.jobs import split_arguments
+    from vedit_cli.errors import ConfigError
+
+    try:
+        return split_arguments(list(arguments or []), prompt, manifest)
+    except ConfigError as error:
+        raise typer.BadParameter(str(error), ctx=ctx, param_hint="'INPUT... PROMPT'") from None
 
 
 def register(app: typer.Typer) -> None:

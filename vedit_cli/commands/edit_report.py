@@ -24,9 +24,10 @@ class RichObserver:
         self.clip = None
         self.frames = 0
 
-    def batch_started(self, total_clips: int, description: str) -> None:
+    def batch_started(self, total_clips: int, run, description: str) -> None:
         if not self.quiet:
-            self.console.print(f"[bold]vedit[/bold]: {description}")
+            self.console.print(f"[bold]vedit[/bold]: {run.summary()}", highlight=False, soft_wrap=True)
+            self.console.print(f"       {description}", highlight=False, soft_wrap=True)
         self.progress.start()
         self.overall = self.progress.add_task("clips", total=total_clips, rate="")
 
@@ -67,11 +68,12 @@ def _outcome_line(outcome: ClipOutcome) -> str:
     return f"failed  {job.input_path}: {outcome.error}"
 
 
-def report_summary(outcomes: list[ClipOutcome], json_output: bool, quiet: bool) -> int:
-    """Print the summary (or JSON on stdout); returns the number of failed clips."""
+def report_summary(outcomes: list[ClipOutcome], settings: dict, json_output: bool, quiet: bool) -> int:
+    """Print the summary (or JSON on stdout, with the resolved settings); returns the number of failed clips."""
     counts = {status: sum(o.status == status for o in outcomes) for status in ("ok", "skipped", "failed")}
     if json_output:
         print_json({
+            "settings": settings,
             "summary": counts,
             "clips": [
                 {"input": str(o.job.input_path), "output": str(o.job.output_path), "prompt": o.job.prompt,

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from vedit_cli.editing.jobs import ClipJob
 from vedit_cli.config import EditConfig
 from vedit_cli.errors import ConfigError, VeditError
+from vedit_cli.settings import ResolvedRun
 
 
 @dataclass
@@ -31,28 +32,29 @@ class ClipOutcome:
 
 
 class BatchObserver(Protocol):
-    def batch_started(self, total_clips: int, description: str) -> None: ...
+    def batch_started(self, total_clips: int, run: ResolvedRun, description: str) -> None: ...
     def clip_started(self, job: ClipJob, total_frames: int) -> None: ...
     def frames_done(self, frames: int) -> None: ...
     def clip_finished(self, outcome: ClipOutcome) -> None: ...
 
 
 class SilentObserver:
-    def batch_started(self, total_clips: int, description: str) -> None: ...
+    def batch_started(self, total_clips: int, run: ResolvedRun, description: str) -> None: ...
     def clip_started(self, job: ClipJob, total_frames: int) -> None: ...
     def frames_done(self, frames: int) -> None: ...
     def clip_finished(self, outcome: ClipOutcome) -> None: ...
 
 
-def run_batch(jobs: list[ClipJob], config: EditConfig, observer: BatchObserver | None = None,
+def run_batch(jobs: list[ClipJob], config: EditConfig, run: ResolvedRun, observer: BatchObserver | None = None,
               evaluate: bool = False, debug: bool = False) -> list[ClipOutcome]:
-    """1. skip finished outputs  2. probe inputs  3. load the editor once  4. edit clip by clip."""
+    """1. skip finished outputs  2. probe inputs  3. load the editor once  4. edit clip by clip.
+    `config.model` is `run.model`: the request with its defaults resolved once (settings.resolve_run)."""
     observer = observer or SilentObserver()
     outcomes = [ClipOutcome(job) for job in jobs]
     infos = _check_inputs(outcomes, config, debug)
     runnable = [outcome for outcome in outcomes if outcome.status == "pending"]
-    editor = _create_editor(config, runnable)
-    observer.batch_started(len(runnable), editor.description if editor else "nothing to edit")
+    editor = _create_editor(run, runnable)
+    observer.batch_started(len(runnable), run, editor.description if editor else "nothing to edit")
     for outcome in outcomes:
         if outcome.status == "pending":
             _edit_one(outcome, infos[outcome.job], editor, config, observer, evaluate, debug)
@@ -83,20 +85,20 @@ def _check_inputs(outcomes: list[ClipOutcome], config: EditConfig, debug: bool) 
     return infos
 
 
-def _create_editor(config: EditConfig, runnable: list[ClipOutcome]):
-    """Resolve (and, when allowed, download and verify) the backend's checkpoints, then load it once."""
+def _create_editor(run: ResolvedRun, runnable: list[ClipOutcome]):
+    """Check (and, when allowed, download and verify) the backend's checkpoints, then load it once."""
     if not runnable:
         return None
-    from vedit_cli.editor import backend_class, create_editor
+    from vedit_cli.editor import create_editor
 
-    if backend_class(config.model.backend).needs_weights:
+    if run.weights_dir is not None:
         from vedit_cli.weights.hub import download_allowed, ensure_entries
-        from vedit_cli.weights.registry import entries_for_backend, resolve_weights_dir
+        from vedit_cli.weights.registry import entries_for_backend
 
-        model = config.model
-        ensure_entries(entries_for_backend(model.backend), resolve_weights_dir(model.weights_dir),
-                       download_allowed(model.allow_download), allow_unsafe=model.allow_unsafe_weights)
-    return create_editor(config.model)
+        model = run.model
+        ensure_entries(entries_for_backend(model.backend), run.weights_dir,
+                       download_allowed(model.allow_download))
+    return create_editor(run)
 
 
 def _edit_one(outcome, info, editor, config, observer, evaluate: bool, debug: bool) -> None:

@@ -16,15 +16,6 @@ PICKSCORE_PROCESSOR_SUBFOLDER = "processor"
 MIN_TOKENIZER_SIZE = 256  # a byte-level BPE vocabulary has at least the 256 byte symbols; an empty one has 2
 
 
-def resolve_device(device: str) -> str:
-    """'auto' -> cuda when available, else cpu."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class ClipEmbedder:
     """Embeds frames and texts with one CLIP-family model; keeps only embeddings, never the frames."""
 

@@ -65,7 +65,9 @@ class MetricModels:
             from vedit_cli.metrics import clip_models
 
             loader = clip_models.load_clip if which == "clip" else clip_models.load_pickscore
-            device = clip_models.resolve_device(self.config.device)
+            from vedit_cli.hardware import resolve_device
+
+            device = resolve_device(self.config.device).type
             try:
                 self._loaded[which] = loader(self.weights_dir, device, self.config.frame_size)
             except WeightsMissingError as error:

@@ -16,10 +16,10 @@ from vedit_cli.editor import Editor
 from vedit_cli.backends.eve.components import EveStack, load_stack, random_stack
 from vedit_cli.backends.eve.sampling import Anchor, Conditioning, build_conditioning, decode, denoise_chunk, \
     edit_anchor, frame_noise
-from vedit_cli.config import EVE_DEFAULT_STEPS, ModelConfig
+from vedit_cli.config import ModelConfig
 from vedit_cli.errors import ConfigError
 from vedit_cli.pipeline.windows import plan_windows
-from vedit_cli.weights.registry import resolve_weights_dir
+from vedit_cli.settings import ResolvedRun
 
 
 def chunk_frames(window: int, overlap: int, chunk_windows: int) -> int:
@@ -33,9 +33,10 @@ class EveEditor(Editor):
     latency = 0
     size_multiple = 8
 
-    def __init__(self, stack: EveStack, config: ModelConfig, anchor_first_frame: bool = True):
+    def __init__(self, stack: EveStack, run: ResolvedRun, anchor_first_frame: bool = True):
+        config = run.model
         self.stack, self.config = stack, config
-        self.window, self.steps = config.window, config.steps or EVE_DEFAULT_STEPS
+        self.window, self.steps = config.window, config.steps
         self.window_size = chunk_frames(config.window, config.overlap, config.chunk_windows)
         self.overlap = config.overlap
         self.anchor_first_frame = anchor_first_frame  # False: plain windows, as diffusers' pipeline (tests)
@@ -44,15 +45,13 @@ class EveEditor(Editor):
         self.reset()
 
     @classmethod
-    def from_config(cls, config: ModelConfig) -> "EveEditor":
-        device, dtype = _device_and_dtype(config)
-        stack = load_stack(resolve_weights_dir(config.weights_dir), config.lora_scale, device, dtype)
-        return cls(_checked(stack, config), config)
+    def from_run(cls, run: ResolvedRun) -> "EveEditor":
+        stack = load_stack(run.weights_dir, run.model.lora_scale, run.device, run.dtype)
+        return cls(_checked(stack, run.model), run)
 
     @classmethod
-    def random_weights(cls, config: ModelConfig) -> "EveEditor":
-        device, dtype = _device_and_dtype(config)
-        return cls(_checked(random_stack(device, dtype), config), config)
+    def random_weights(cls, run: ResolvedRun) -> "EveEditor":
+        return cls(_checked(random_stack(run.device, run.dtype), run.model), run)
 
     def _describe(self) -> str:
         passes = 2 if self.config.guidance_scale > 1.0 else 1
@@ -116,13 +115,6 @@ class EveEditor(Editor):
         factor = 2 ** (len(self.stack.vae.config.block_out_channels) - 1)
         height, width = frames_tchw.shape[-2:]
         return self.stack.unet.config.in_channels, height // factor, width // factor
-
-
-def _device_and_dtype(config: ModelConfig) -> tuple[torch.device, torch.dtype]:
-    from vedit_cli.models.device import resolve_device, resolve_dtype
-
-    device = resolve_device(config.device)
-    return device, resolve_dtype(config.dtype, device)
 
 
 def _checked(stack: EveStack, config: ModelConfig) -> EveStack:

@@ -1,4 +1,4 @@
-"""The `movie` backend (MoViE, seed 000): InstructPix2Pix per frame, as the teacher or the distilled student.
+"""The `movie` backend (MoViE, arXiv 2412.06578): InstructPix2Pix per frame, as the teacher or the distilled student.
 
 Teacher: the InstructPix2Pix UNet with image+text classifier-free guidance (up to 3 passes per step, batched into
 one UNet call), 10 steps, the full VAE. Student (MoViE): the same UNet with the guidance scales as an input
@@ -15,11 +15,11 @@ import torch
 from vedit_cli.backends.movie import loading
 from vedit_cli.backends.movie import sampling
 from vedit_cli.editor import Editor
-from vedit_cli.config import ModelConfig
+from vedit_cli.config import ModelConfig, TrainedSchedule
+from vedit_cli.hardware import dtype_name
 from vedit_cli.models import anchor_attention, guidance_embedding
-from vedit_cli.models.device import dtype_name, resolve_device, resolve_dtype
+from vedit_cli.settings import ResolvedRun
 
-DEFAULT_STEPS = {"teacher": 10, "student": 1}
 TOKENS = 77  # CLIP context length
 
 
@@ -42,12 +42,12 @@ class MovieEditor(Editor):
     latency = 0
     size_multiple = 8
 
-    def __init__(self, components: MovieComponents, config: ModelConfig, mode: str, device: torch.device,
-                 dtype: torch.dtype):
-        self.components, self.config, self.mode = components, config, mode
-        self.device, self.dtype = device, dtype
-        self.steps = config.steps or DEFAULT_STEPS[mode]
-        self.plan = sampling.student_plan() if mode == "student" else sampling.teacher_plan(
+    def __init__(self, components: MovieComponents, run: ResolvedRun):
+        config = run.model
+        self.components, self.config, self.mode, self.run = components, config, run.mode, run
+        self.device, self.dtype = run.device, run.dtype
+        self.steps = config.steps
+        self.plan = sampling.student_plan() if run.mode == "student" else sampling.teacher_plan(
             config.guidance_scale, config.image_guidance_scale)
         self.anchor_cache = anchor_attention.AnchorCache() if config.anchor else None
         if self.anchor_cache is not None:
@@ -58,16 +58,23 @@ class MovieEditor(Editor):
 
     # 0. Construction -------------------------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: ModelConfig) -> "MovieEditor":
-        """Load from `<weights_dir>/instruct-pix2pix` (+ `taesd`, + `movie-student`), safetensors only."""
-        from vedit_cli.backends.movie.student import load_student_unet, resolve_mode
-        from vedit_cli.weights.registry import resolve_weights_dir
+    def resolve_mode(cls, config: ModelConfig, weights_dir) -> tuple[str, TrainedSchedule | None]:
+        """auto: the student when its weights are present, else the teacher; the student's trained schedule."""
+        from vedit_cli.backends.movie.student import resolve_mode, trained_schedule
 
-        weights_dir = resolve_weights_dir(config.weights_dir)
-        root = loading.require_instruct_pix2pix(weights_dir)
+        if weights_dir is None:  # random weights (benchmarks): the mode asked for, teacher by default
+            mode = "student" if config.movie_mode == "student" else "teacher"
+            return mode, (TrainedSchedule(steps=1, spacing="trailing") if mode == "student" else None)
         mode = resolve_mode(config.movie_mode, weights_dir)
-        device = resolve_device(config.device)
-        dtype = resolve_dtype(config.dtype, device)
+        return mode, (trained_schedule(weights_dir) if mode == "student" else None)
+
+    @classmethod
+    def from_run(cls, run: ResolvedRun) -> "MovieEditor":
+        """Load from `<weights_dir>/instruct-pix2pix` (+ `taesd`, + `movie-student`), safetensors only."""
+        from vedit_cli.backends.movie.student import load_student_unet
+
+        config, mode, weights_dir, dtype = run.model, run.mode, run.weights_dir, run.dtype
+        root = loading.require_instruct_pix2pix(weights_dir)
         vae_kind = _vae_kind(config.vae, mode)
         unet = loading.load_teacher_unet(root, weights_dir, dtype)
         if mode == "student":
@@ -75,21 +82,20 @@ class MovieEditor(Editor):
         tokenizer, text_encoder = loading.load_text_path(root, weights_dir, dtype)
         components = MovieComponents(
             unet=unet, autoencoder=loading.load_autoencoder(vae_kind, root, weights_dir, dtype),
-            text_encoder=text_encoder, tokenizer=tokenizer, scheduler=loading.load_scheduler(root, weights_dir),
+            text_encoder=text_encoder, tokenizer=tokenizer,
+            scheduler=loading.load_scheduler(root, weights_dir, run.spacing),
             vae_scaling_factor=loading.vae_scaling_factor(root), vae_kind=vae_kind,
         )
-        return cls(_to_device(components, device), config, mode, device, dtype)
+        return cls(_to_device(components, run.device), run)
 
     @classmethod
-    def random_weights(cls, config: ModelConfig) -> "MovieEditor":
+    def random_weights(cls, run: ResolvedRun) -> "MovieEditor":
         """Real-size InstructPix2Pix UNet, VAE or TAESD and CLIP-L text encoder with random weights; no tokenizer."""
         from diffusers import EulerDiscreteScheduler
 
         from vedit_cli.models import architectures as arch
 
-        mode = "student" if config.movie_mode == "student" else "teacher"
-        device = resolve_device(config.device)
-        dtype = resolve_dtype(config.dtype, device)
+        config, mode, dtype = run.model, run.mode, run.dtype
         vae_kind = _vae_kind(config.vae, mode)
         unet = arch.build_unet(8, device="cpu", dtype=dtype)
         if mode == "student":
@@ -97,10 +103,10 @@ class MovieEditor(Editor):
         autoencoder = (arch.build_vae if vae_kind == "full" else arch.build_taesd)(device="cpu", dtype=dtype)
         components = MovieComponents(
             unet=unet, autoencoder=autoencoder, text_encoder=arch.build_text_encoder(device="cpu", dtype=dtype),
-            tokenizer=None, scheduler=EulerDiscreteScheduler(**loading.IP2P_SCHEDULER),
+            tokenizer=None, scheduler=loading.with_spacing(EulerDiscreteScheduler(**loading.IP2P_SCHEDULER), run.spacing),
             vae_scaling_factor=loading.SD_VAE_SCALING_FACTOR, vae_kind=vae_kind,
         )
-        return cls(_to_device(components, device), config, mode, device, dtype)
+        return cls(_to_device(components, run.device), run)
 
     # 1. Per-clip state -----------------------------------------------------------------------------------------
     def prepare(self, prompt: str) -> None:
@@ -203,7 +209,8 @@ class MovieEditor(Editor):
         if self.config.anchor:
             every = self.config.keyframe_interval
             anchor = f", anchor attention ({f'keyframe every {every}' if every else 'first frame'})"
-        return (f"movie {self.mode}: {self.steps} step{'s' if self.steps > 1 else ''} x {passes} "
+        recipe = f" (off-recipe: trained for {self.run.trained_steps})" if self.run.off_recipe else ""
+        return (f"movie {self.mode}: {self.steps} step{'s' if self.steps > 1 else ''}{recipe} x {passes} "
                 f"pass{'es' if passes > 1 else ''}, {vae}{anchor}, {self.device.type} {dtype_name(self.dtype)}")
 
 

@@ -87,8 +87,9 @@ def load_tokenizer(root: Path, weights_dir: Path, vocab_size: int):
     return tokenizer
 
 
-def load_scheduler(root: Path, weights_dir: Path):
-    """The checkpoint's scheduler, swapped for its deterministic counterpart when it is ancestral."""
+def load_scheduler(root: Path, weights_dir: Path, spacing: str | None = None):
+    """The checkpoint's scheduler, swapped for its deterministic counterpart when it is ancestral, with the
+    timestep spacing the run resolved (None: the checkpoint's own)."""
     import diffusers
 
     config_path = root / "scheduler" / "scheduler_config.json"
@@ -96,7 +97,15 @@ def load_scheduler(root: Path, weights_dir: Path):
         raise _missing(IP2P_NAME, weights_dir, "scheduler/scheduler_config.json")
     config = json.loads(config_path.read_text())
     class_name = DETERMINISTIC_SCHEDULER.get(config["_class_name"], config["_class_name"])
-    return getattr(diffusers, class_name).from_config(config)
+    return with_spacing(getattr(diffusers, class_name).from_config(config), spacing)
+
+
+def with_spacing(scheduler, spacing: str | None):
+    """The scheduler with `timestep_spacing` replaced: "trailing" makes step 1 start at the last training
+    timestep, from pure noise (with "linspace", one Euler step starts at t=0, sigma 0.029: almost no noise)."""
+    if spacing is None or scheduler.config.get("timestep_spacing") == spacing:
+        return scheduler
+    return type(scheduler).from_config(scheduler.config, timestep_spacing=spacing)
 
 
 def vae_scaling_factor(root: Path) -> float:

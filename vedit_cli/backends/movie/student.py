@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from vedit_cli.config import TrainedSchedule
 from vedit_cli.errors import WeightsIntegrityError, WeightsMissingError
 from vedit_cli.models import guidance_embedding
 
@@ -40,6 +41,17 @@ def resolve_mode(movie_mode: str, weights_dir: Path) -> str:
             "train the student first, or run --movie-mode teacher"
         )
     return "teacher"
+
+
+def trained_schedule(weights_dir: Path) -> TrainedSchedule:
+    """The step count and timestep spacing the student was distilled for, from its embedding's metadata;
+    students saved without them are MoViE's one-step recipe (1 step, trailing: from pure noise)."""
+    from safetensors import safe_open
+
+    with safe_open(str(student_dir(weights_dir) / EMBEDDING_FILE), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    return TrainedSchedule(steps=int(metadata.get("trained_steps", 1)),
+                           spacing=metadata.get("timestep_spacing", "trailing"))
 
 
 def apply_unet_delta(unet, delta_path: Path):

@@ -1,9 +1,10 @@
-"""The `svdiff` backend: streaming edits, one frame at a time, with a recurrent spatial memory (SVDiff, sec. 4.3).
+"""The `svdiff` backend: streaming edits, one frame at a time, with a recurrent spatial memory (SVDiff, arXiv 2405.19726).
 
-Each frame: TAESD encode -> LCM inversion (noise the latent to the first LCM timestep, img2img) -> `steps` LCM steps
-with classifier-free guidance, where the conditional and unconditional passes carry their own memories (eq. 8) and
-each denoising step keeps its own memory from frame to frame -> TAESD decode. Frames come out as they go in
-(latency 0); memory and cost per frame do not grow with the clip's length.
+Each frame: TAESD encode -> the first LCM timestep, by deterministic DDIM inversion through the LCM-fused UNet
+(default; conditional pass only, memory bypassed) or by seeded forward noising (`--svdiff-init noise`) ->
+`steps` LCM steps with classifier-free guidance, where the conditional and unconditional passes carry their own
+memories (eq. 8) and each denoising step keeps its own memory from frame to frame -> TAESD decode. Frames come
+out as they go in (latency 0); memory and cost per frame do not grow with the clip's length.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from __future__ import annotations
 import torch
 
 from vedit_cli.editor import Editor
+from vedit_cli.backends.svdiff import sampling
 from vedit_cli.backends.svdiff.loading import SvdiffComponents, load_components, random_components
-from vedit_cli.config import ModelConfig
 from vedit_cli.errors import ConfigError
-
-DEFAULT_STEPS = 3  # paper, sec. 5.1: LCM sampler with LCM-LoRA in 3 denoising steps
+from vedit_cli.settings import ResolvedRun
 
 
 class SvdiffEditor(Editor):
@@ -24,12 +24,14 @@ class SvdiffEditor(Editor):
     latency = 0
     size_multiple = 8
 
-    def __init__(self, components: SvdiffComponents, config: ModelConfig):
+    def __init__(self, components: SvdiffComponents, run: ResolvedRun):
+        config = run.model
         self.parts = components
-        self.steps = config.steps or DEFAULT_STEPS
+        self.steps = config.steps
         self.guidance_scale = config.guidance_scale
         self.strength = config.strength
         self.seed = config.seed
+        self.init = config.svdiff_init
         self.embeddings: torch.Tensor | None = None  # [uncond; cond] or [cond], on device
         for module in self._modules():
             module.to(device=components.device, dtype=components.dtype).eval().requires_grad_(False)
@@ -37,12 +39,12 @@ class SvdiffEditor(Editor):
         self.description = self._describe()
 
     @classmethod
-    def from_config(cls, config: ModelConfig) -> "SvdiffEditor":
-        return cls(load_components(config), config)
+    def from_run(cls, run: ResolvedRun) -> "SvdiffEditor":
+        return cls(load_components(run), run)
 
     @classmethod
-    def random_weights(cls, config: ModelConfig) -> "SvdiffEditor":
-        return cls(random_components(config), config)
+    def random_weights(cls, run: ResolvedRun) -> "SvdiffEditor":
+        return cls(random_components(run), run)
 
     def _modules(self) -> list[torch.nn.Module]:
         memory = [self.parts.memory] if self.parts.memory is not None else []
@@ -50,7 +52,9 @@ class SvdiffEditor(Editor):
 
     def _describe(self) -> str:
         passes = 2 if self.uses_guidance else 1
-        head = f"svdiff: SD1.5 + LCM-LoRA, {self.steps} LCM steps x {passes} passes, TAESD"
+        init = (f"DDIM inversion ({self.steps} conditional passes)" if self.init == "inversion"
+                else "seeded forward noising")
+        head = f"svdiff: SD1.5 + LCM-LoRA, {init}, {self.steps} LCM steps x {passes} passes, TAESD"
         if self.parts.random:
             return head + ", random weights (benchmark only)"
         if self.parts.memory is None:
@@ -119,19 +123,16 @@ class SvdiffEditor(Editor):
         return torch.cat(edited).to(device=frames_tchw.device, dtype=frames_tchw.dtype)
 
     def _edit_frame(self, frame_1chw: torch.Tensor) -> torch.Tensor:
-        """1. encode  2. LCM inversion to the first timestep  3. LCM steps with CFG and memories  4. decode."""
-        from diffusers.utils.torch_utils import randn_tensor
-
+        """1. encode  2. reach the first LCM timestep  3. LCM steps with CFG and memories  4. decode."""
         parts = self.parts
         taesd = parts.taesd
         image = frame_1chw.to(device=parts.device, dtype=parts.dtype, memory_format=torch.channels_last)
         latents = taesd.encode(image).latents * taesd.config.scaling_factor
         parts.scheduler.set_timesteps(self.steps, device=parts.device, strength=self.strength)
         timesteps = parts.scheduler.timesteps
-        # The same seeded noise for every frame: the stream stays deterministic and frame n never depends on n+1.
+        # Seeded per frame: the stream stays deterministic and frame n never depends on n+1.
         generator = torch.Generator(device=parts.device).manual_seed(self.seed)
-        noise = randn_tensor(latents.shape, generator=generator, device=parts.device, dtype=parts.dtype)
-        latents = parts.scheduler.add_noise(latents, noise, timesteps[:1])
+        latents = self._initial_latents(latents, timesteps, generator)
         denoised = latents
         for step_index, timestep in enumerate(timesteps):
             noise_pred = self._predict_noise(latents, timestep, step_index)
@@ -139,6 +140,22 @@ class SvdiffEditor(Editor):
                                                      return_dict=False)
         image = taesd.decode(denoised / taesd.config.scaling_factor).sample
         return image.clamp(-1, 1)
+
+    def _initial_latents(self, latents: torch.Tensor, timesteps: torch.Tensor, generator) -> torch.Tensor:
+        """The source latent at the first timestep: DDIM-inverted (SVDiff) or forward-noised with the seed."""
+        if self.init == "noise":
+            return sampling.forward_noise(self.parts.scheduler, latents, timesteps[0], generator)
+        grid = sampling.inversion_timesteps(timesteps)
+        return sampling.ddim_invert(self._conditional_noise, latents, grid, self.parts.scheduler.alphas_cumprod)
+
+    def _conditional_noise(self, latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """The conditional pass alone, with the recurrent memory bypassed (inversion must not touch the stream)."""
+        memory = self.parts.memory
+        cond = self.embeddings[-1:]
+        if memory is None:
+            return self.parts.unet(latents, timestep, cond).sample
+        with memory.bypassed():
+            return self.parts.unet(latents, timestep, cond).sample
 
     def _predict_noise(self, latents: torch.Tensor, timestep: torch.Tensor, step_index: int) -> torch.Tensor:
         """eps = (1 + lambda) eps_c - lambda eps_uc with lambda = guidance_scale - 1; memories per step (eq. 8)."""
@@ -150,7 +167,4 @@ class SvdiffEditor(Editor):
         else:  # batch rows [uncond, cond] carry the unconditional and conditional memories
             with memory.at_step(step_index):
                 noise_pred = self.parts.unet(model_input, timestep, self.embeddings).sample
-        if not self.uses_guidance:
-            return noise_pred
-        noise_uncond, noise_cond = noise_pred.chunk(2)
-        return noise_cond + (self.guidance_scale - 1.0) * (noise_cond - noise_uncond)
+        return sampling.guided(noise_pred, self.guidance_scale) if self.uses_guidance else noise_pred

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from vedit_cli.config import ModelConfig
 from vedit_cli.errors import WeightsMissingError
 from vedit_cli.models.memory_attention import WEIGHTS_FILE, MemoryConfig, UNetMemory, load_memory_weights
-from vedit_cli.weights.registry import entry_path, require, resolve_weights_dir
+from vedit_cli.settings import ResolvedRun
+from vedit_cli.weights.registry import entry_path, require
 
 SAFE = dict(use_safetensors=True, local_files_only=True)  # weights load from safetensors only, never fetched
 
@@ -40,27 +40,13 @@ class SvdiffComponents:
 
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return getattr(torch, name)
-
-
-def load_components(config: ModelConfig) -> SvdiffComponents:
+def load_components(run: ResolvedRun) -> SvdiffComponents:
     """Load SD1.5, fuse LCM-LoRA into its UNet, load TAESD and (when present) the trained memory."""
-    weights_dir = resolve_weights_dir(config.weights_dir)
+    weights_dir = run.weights_dir
     sd15 = require(SD15, weights_dir)
     lora_file = _require_file(LCM_LORA, LCM_LORA_FILE, weights_dir)
     taesd_dir = require(TAESD, weights_dir)
     memory_file = _optional_memory_file(weights_dir)
-    device = resolve_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
     from diffusers import AutoencoderTiny, LCMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -72,11 +58,11 @@ def load_components(config: ModelConfig) -> SvdiffComponents:
         text_encoder=CLIPTextModel.from_pretrained(str(sd15), subfolder="text_encoder", **SAFE),
         tokenizer=load_tokenizer(sd15 / "tokenizer"),
         scheduler=LCMScheduler.from_pretrained(str(sd15), subfolder="scheduler"),
-        memory=memory, device=device, dtype=dtype,
+        memory=memory, device=run.device, dtype=run.dtype,
     )
 
 
-def random_components(config: ModelConfig) -> SvdiffComponents:
+def random_components(run: ResolvedRun) -> SvdiffComponents:
     """Real-size SD1.5 UNet (+ memory after each transformer block), TAESD and CLIP-L text encoder, random weights."""
     from diffusers import LCMScheduler
 
@@ -84,11 +70,10 @@ def random_components(config: ModelConfig) -> SvdiffComponents:
 
     unet = build_unet(4, device="cpu")
     memory = UNetMemory(MemoryConfig.for_unet(unet)).eval().requires_grad_(False).attach(unet)
-    device = resolve_device(config.device)
     return SvdiffComponents(
         unet=unet, taesd=build_taesd(device="cpu"), text_encoder=build_text_encoder(device="cpu"), tokenizer=None,
         scheduler=LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),  # SD1.5's betas
-        memory=memory, device=device, dtype=resolve_dtype(config.dtype, device), random=True,
+        memory=memory, device=run.device, dtype=run.dtype, random=True,
     )
 
 

@@ -77,11 +77,11 @@ def test_incomplete_memory_folder_is_an_error_not_a_silent_fallback(tmp_path, sv
 
 
 def test_empty_tokenizer_is_refused(tmp_path):
-    from vedit_cli.backends.svdiff.loading import load_tokenizer
+    from vedit_cli.weights.guards import load_clip_tokenizer
 
     (tmp_path / "tokenizer").mkdir()
-    with pytest.raises(WeightsMissingError, match="tokenizer"):
-        load_tokenizer(tmp_path / "tokenizer")
+    with pytest.raises(WeightsMissingError, match=f"tokenizer.*vedit download sd15 --weights-dir {tmp_path}"):
+        load_clip_tokenizer(tmp_path / "tokenizer", "sd15", tmp_path)
 
 
 def test_streaming_contract_and_descriptions(svdiff_weights, plain_editor):

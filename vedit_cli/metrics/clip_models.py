@@ -8,24 +8,24 @@ from pathlib import Path
 
 import numpy as np
 
-from vedit_cli.errors import WeightsMissingError
+from vedit_cli.weights.guards import check_tokenizer
 
 CLIP_ENTRY = "clip-vit-large-patch14"  # openai/clip-vit-large-patch14: model and processor in one folder
 PICKSCORE_ENTRY = "pickscore"  # yuvalkirstain/PickScore_v1 at top level; laion/CLIP-ViT-H-14 processor in processor/
 PICKSCORE_PROCESSOR_SUBFOLDER = "processor"
-MIN_TOKENIZER_SIZE = 256  # a byte-level BPE vocabulary has at least the 256 byte symbols; an empty one has 2
 
 
 class ClipEmbedder:
     """Embeds frames and texts with one CLIP-family model; keeps only embeddings, never the frames."""
 
-    def __init__(self, model_folder: Path, processor_folder: Path | None = None, device: str = "cpu", frame_size: int = 480):
+    def __init__(self, model_folder: Path, processor_folder: Path | None = None, device: str = "cpu",
+                 frame_size: int = 480, entry: str = CLIP_ENTRY):
         from transformers import CLIPModel, CLIPProcessor
 
         processor_folder = Path(processor_folder or model_folder)
         self.model = CLIPModel.from_pretrained(str(model_folder), use_safetensors=True, local_files_only=True).to(device).eval()
         self.processor = CLIPProcessor.from_pretrained(str(processor_folder))
-        _check_tokenizer(self.processor.tokenizer, processor_folder)
+        check_tokenizer(self.processor.tokenizer, processor_folder, entry, Path(model_folder).parent)
         self.device = device
         self.frame_size = frame_size
 
@@ -59,15 +59,6 @@ def _projected(output):
     return output if hasattr(output, "shape") else output.pooler_output
 
 
-def _check_tokenizer(tokenizer, folder: Path) -> None:
-    """Guard against the silent empty tokenizer transformers builds from a folder without tokenizer files."""
-    if len(tokenizer) < MIN_TOKENIZER_SIZE:
-        raise WeightsMissingError(
-            f"the tokenizer in {folder} is empty ({len(tokenizer)} tokens): its vocab/merges files are missing; "
-            "re-run vedit download for this entry"
-        )
-
-
 def load_clip(weights_dir: Path, device: str, frame_size: int) -> ClipEmbedder:
     """CLIP ViT-L/14 from <weights_dir>/clip-vit-large-patch14/."""
     from vedit_cli.weights.registry import require
@@ -84,4 +75,4 @@ def load_pickscore(weights_dir: Path, device: str, frame_size: int) -> ClipEmbed
     processor_folder = folder / PICKSCORE_PROCESSOR_SUBFOLDER
     if not processor_folder.is_dir():
         processor_folder = folder
-    return ClipEmbedder(folder, processor_folder, device=device, frame_size=frame_size)
+    return ClipEmbedder(folder, processor_folder, device=device, frame_size=frame_size, entry=PICKSCORE_ENTRY)

@@ -16,6 +16,7 @@ from typing import Iterator
 import torch
 
 from vedit_cli.errors import WeightsMissingError
+from vedit_cli.weights.guards import load_clip_tokenizer
 from vedit_cli.weights.registry import entry_path, missing_files, require
 
 SD15_NAME = "sd15"
@@ -71,19 +72,6 @@ def ddim_scheduler(scheduler_config: dict | None = None):
     return DDIMScheduler.from_config(scheduler_config, **ANIMATEDIFF_DDIM)
 
 
-def _load_tokenizer(sd15: Path, weights_dir: Path, vocab_size: int):
-    """The CLIP tokenizer, refusing the empty one transformers returns when its files are absent (FACTS.md)."""
-    from transformers import CLIPTokenizer
-
-    tokenizer = CLIPTokenizer.from_pretrained(str(sd15), subfolder="tokenizer", local_files_only=True)
-    if len(tokenizer) <= 2 or len(tokenizer) > vocab_size:
-        raise WeightsMissingError(
-            f"weights '{SD15_NAME}' in {weights_dir} hold an unusable tokenizer ({len(tokenizer)} tokens, the text "
-            f"encoder expects {vocab_size}); run: vedit download {SD15_NAME} --weights-dir {weights_dir}"
-        )
-    return tokenizer
-
-
 def load_stack(weights_dir: Path, lora_scale: float, device: torch.device, dtype: torch.dtype) -> EveStack:
     """Load backbone, adapters and (when present) the alignment LoRA from `weights_dir`."""
     from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DConditionModel
@@ -100,7 +88,7 @@ def load_stack(weights_dir: Path, lora_scale: float, device: torch.device, dtype
     if lora_file is not None:
         attach_lora(unet, lora_file, lora_scale)
     return EveStack(
-        tokenizer=_load_tokenizer(sd15, weights_dir, text_encoder.config.vocab_size),
+        tokenizer=load_clip_tokenizer(sd15 / "tokenizer", SD15_NAME, weights_dir, text_encoder.config.vocab_size),
         text_encoder=_frozen(text_encoder, device, dtype),
         vae=_frozen(AutoencoderKL.from_pretrained(str(sd15), subfolder="vae", **options), device, dtype),
         unet=_frozen(unet, device, dtype),

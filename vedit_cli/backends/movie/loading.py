@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from vedit_cli.errors import WeightsMissingError
+from vedit_cli.weights.guards import load_clip_tokenizer, missing_weights
 from vedit_cli.weights.registry import require
 
 IP2P_NAME = "instruct-pix2pix"
@@ -38,26 +38,19 @@ def require_instruct_pix2pix(weights_dir: Path) -> Path:
         safetensors_variant(root / subfolder, stem, IP2P_NAME, weights_dir)
     for needed in ("tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json"):
         if not (root / needed).is_file():
-            raise _missing(IP2P_NAME, weights_dir, needed)
+            raise missing_weights(IP2P_NAME, weights_dir, needed)
     return root
-
-
-def _missing(name: str, weights_dir: Path, what: str) -> WeightsMissingError:
-    return WeightsMissingError(
-        f"weights '{name}' are missing or incomplete in {weights_dir} (missing: {what}); "
-        f"run: vedit download {name} --weights-dir {weights_dir}"
-    )
 
 
 def safetensors_variant(folder: Path, stem: str, name: str, weights_dir: Path) -> str | None:
     """None when `<stem>.safetensors` is there, "fp16" when only the fp16 variant is; else WeightsMissingError."""
     if not (folder / "config.json").is_file():
-        raise _missing(name, weights_dir, f"{folder.name}/config.json")
+        raise missing_weights(name, weights_dir, f"{folder.name}/config.json")
     if (folder / f"{stem}.safetensors").is_file():
         return None
     if (folder / f"{stem}.fp16.safetensors").is_file():
         return "fp16"
-    raise _missing(name, weights_dir, f"{folder.name}/{stem}.safetensors")
+    raise missing_weights(name, weights_dir, f"{folder.name}/{stem}.safetensors")
 
 
 def load_model(model_class, root: Path, subfolder: str | None, name: str, weights_dir: Path, dtype: torch.dtype):
@@ -73,20 +66,6 @@ def load_model(model_class, root: Path, subfolder: str | None, name: str, weight
     return model.eval().requires_grad_(False)
 
 
-def load_tokenizer(root: Path, weights_dir: Path, vocab_size: int):
-    """The CLIP tokenizer, refusing the empty one transformers returns when its files are absent (FACTS.md)."""
-    from transformers import CLIPTokenizer
-
-    folder = root / "tokenizer"
-    if not (folder / "vocab.json").is_file() or not (folder / "merges.txt").is_file():
-        raise _missing(IP2P_NAME, weights_dir, "tokenizer/vocab.json, tokenizer/merges.txt")
-    tokenizer = CLIPTokenizer.from_pretrained(str(root), subfolder="tokenizer", local_files_only=True)
-    if len(tokenizer) <= 2 or len(tokenizer) > vocab_size:
-        raise _missing(IP2P_NAME, weights_dir, f"a usable tokenizer (it has {len(tokenizer)} tokens, "
-                       f"the text encoder expects {vocab_size})")
-    return tokenizer
-
-
 def load_scheduler(root: Path, weights_dir: Path, spacing: str | None = None):
     """The checkpoint's scheduler, swapped for its deterministic counterpart when it is ancestral, with the
     timestep spacing the run resolved (None: the checkpoint's own)."""
@@ -94,7 +73,7 @@ def load_scheduler(root: Path, weights_dir: Path, spacing: str | None = None):
 
     config_path = root / "scheduler" / "scheduler_config.json"
     if not config_path.is_file():
-        raise _missing(IP2P_NAME, weights_dir, "scheduler/scheduler_config.json")
+        raise missing_weights(IP2P_NAME, weights_dir, "scheduler/scheduler_config.json")
     config = json.loads(config_path.read_text())
     class_name = DETERMINISTIC_SCHEDULER.get(config["_class_name"], config["_class_name"])
     return with_spacing(getattr(diffusers, class_name).from_config(config), spacing)
@@ -121,7 +100,7 @@ def load_text_path(root: Path, weights_dir: Path, dtype: torch.dtype):
     from transformers import CLIPTextModel
 
     text_encoder = load_model(CLIPTextModel, root, "text_encoder", IP2P_NAME, weights_dir, dtype)
-    tokenizer = load_tokenizer(root, weights_dir, text_encoder.config.vocab_size)
+    tokenizer = load_clip_tokenizer(root / "tokenizer", IP2P_NAME, weights_dir, text_encoder.config.vocab_size)
     return tokenizer, text_encoder
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from vedit_cli.errors import WeightsMissingError
 from vedit_cli.models.memory_attention import WEIGHTS_FILE, MemoryConfig, UNetMemory, load_memory_weights
 from vedit_cli.settings import ResolvedRun
+from vedit_cli.weights.guards import load_clip_tokenizer, missing_weights
 from vedit_cli.weights.registry import entry_path, require
 
 SAFE = dict(use_safetensors=True, local_files_only=True)  # weights load from safetensors only, never fetched
@@ -53,10 +53,10 @@ def load_components(run: ResolvedRun) -> SvdiffComponents:
     unet = UNet2DConditionModel.from_pretrained(str(sd15), subfolder="unet", **SAFE)
     fuse_lcm_lora(unet, lora_file)
     memory = load_memory_weights(memory_file).attach(unet) if memory_file else None
+    text_encoder = CLIPTextModel.from_pretrained(str(sd15), subfolder="text_encoder", **SAFE)
     return SvdiffComponents(
-        unet=unet, taesd=AutoencoderTiny.from_pretrained(str(taesd_dir), **SAFE),
-        text_encoder=CLIPTextModel.from_pretrained(str(sd15), subfolder="text_encoder", **SAFE),
-        tokenizer=load_tokenizer(sd15 / "tokenizer"),
+        unet=unet, taesd=AutoencoderTiny.from_pretrained(str(taesd_dir), **SAFE), text_encoder=text_encoder,
+        tokenizer=load_clip_tokenizer(sd15 / "tokenizer", SD15, weights_dir, text_encoder.config.vocab_size),
         scheduler=LCMScheduler.from_pretrained(str(sd15), subfolder="scheduler"),
         memory=memory, device=run.device, dtype=run.dtype,
     )
@@ -90,25 +90,10 @@ def fuse_lcm_lora(unet: torch.nn.Module, lora_file: Path) -> None:
     unet.unload_lora()
 
 
-def load_tokenizer(folder: Path):
-    """CLIPTokenizer from a local folder; refuse the empty tokenizer transformers returns for missing files."""
-    from transformers import CLIPTokenizer
-
-    if not (Path(folder) / "vocab.json").is_file():
-        raise WeightsMissingError(f"tokenizer files missing in {folder}; run: vedit download {SD15}")
-    tokenizer = CLIPTokenizer.from_pretrained(str(folder))
-    if len(tokenizer) <= 2:
-        raise WeightsMissingError(f"tokenizer in {folder} is empty (len {len(tokenizer)}); run: vedit download {SD15}")
-    return tokenizer
-
-
 def _require_file(name: str, relative: str, weights_dir: Path) -> Path:
     path = require(name, weights_dir) / relative
     if not path.is_file():
-        raise WeightsMissingError(
-            f"weights '{name}' are incomplete in {weights_dir} (missing: {path}); "
-            f"run: vedit download {name} --weights-dir {weights_dir}"
-        )
+        raise missing_weights(name, weights_dir, str(path))
     return path
 
 

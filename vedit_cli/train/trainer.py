@@ -90,7 +90,7 @@ class _Run:
         loader = self._loader(start_step)
         self.log = ckpt.JsonlLog(self.work_dir / "log.jsonl", self.main, start_step if self.config.resume else None)
         self._emit({"event": "start", "step": start_step, "max_steps": self.config.max_steps,
-                    "processes": self.accelerator.num_processes, "global_batch": self.plan.global_batch,
+                    "processes": self.accelerator.num_processes, "backend": self.accelerator.state.backend, "global_batch": self.plan.global_batch,
                     "samples": len(self.recipe.source), "resumed": start_step > 0})
         step, last_loss, skipped = self._loop(loader, start_step, skipped)
         digests = self._rank_digests()
@@ -98,7 +98,7 @@ class _Run:
         seconds = time.perf_counter() - started
         self._emit({"event": "end", "step": step, "output": str(output), "skipped_samples": skipped,
                     "rank_digests": digests, "seconds": round(seconds, 2)})
-        self.accelerator.end_training()
+        self._release()
         return TrainResult(output, self.work_dir, start_step, step, skipped, last_loss, seconds, digests)
 
     # 1. accelerate, optimizer, schedule, EMA
@@ -222,7 +222,7 @@ class _Run:
         self.accelerator.wait_for_everyone()
         if self.main:
             state = {"step": step, "skipped_samples": skipped, "global_batch": self.plan.global_batch,
-                     "processes": self.accelerator.num_processes, "seed": self.config.seed}
+                     "processes": self.accelerator.num_processes, "backend": self.accelerator.state.backend, "seed": self.config.seed}
             final = ckpt.finish_checkpoint(self.work_dir, step, state, self.config.keep_checkpoints)
             self._emit({"event": "checkpoint", "step": step, "path": str(final)})
         self.accelerator.wait_for_everyone()
@@ -278,6 +278,13 @@ class _Run:
         from accelerate.utils import broadcast_object_list
 
         return Path(broadcast_object_list([output])[0])
+
+    def _release(self) -> None:
+        """Drop the DDP wrapper while its process group lives (destroying the group first hangs gloo), then end."""
+        self.accelerator.wait_for_everyone()
+        self.model = self.optimizer = None
+        self.accelerator.free_memory()
+        self.accelerator.end_training()
 
     def _emit(self, event: dict) -> None:
         if self.main:

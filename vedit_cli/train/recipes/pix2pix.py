@@ -53,6 +53,12 @@ def train_pix2pix(config: Pix2PixConfig, progress: Progress | None = None) -> Pa
     return train(Pix2PixRecipe(config), config.trainer, progress).output
 
 
+def condition_dropout(uniform: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(drop text, drop image) masks from U[0,1) draws: [0,p) text only, [p,2p) both, [2p,3p) image only, as
+    Brooks et al. 2023, Sec. 3.2.1 (and diffusers' train_instruct_pix2pix.py)."""
+    return uniform < 2 * p, (uniform >= p) & (uniform < 3 * p)
+
+
 def check_base(base: Path) -> Path:
     """The base folder, or one WeightsMissingError line naming what is missing and what to pass."""
     base = Path(base)
@@ -168,11 +174,9 @@ class Pix2PixRecipe:
         latents = latents.float() * self.vae.config.scaling_factor
         noise = random.randn(*shape).to(self.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        p = self.config.conditioning_dropout  # [0, p): text dropped; [p, 2p): both; [2p, 3p): image dropped
-        drop_text = (dropout < 2 * p)[:, None, None]
-        keep_image = ~((dropout >= p) & (dropout < 3 * p))
-        text = torch.where(drop_text, self.null_text.expand_as(text), text)
-        image_latents = image_latents.float() * keep_image[:, None, None, None]
+        drop_text, drop_image = condition_dropout(dropout, self.config.conditioning_dropout)
+        text = torch.where(drop_text[:, None, None], self.null_text.expand_as(text), text)
+        image_latents = image_latents.float() * (~drop_image)[:, None, None, None]
         prediction = model(torch.cat([noisy, image_latents], dim=1), timesteps, text).sample
         target = noise
         if self.noise_scheduler.config.prediction_type == "v_prediction":

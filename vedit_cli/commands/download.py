@@ -4,29 +4,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
+from vedit_cli.commands.common import JsonOutput, WeightsDir, choices, values
 from vedit_cli.errors import ConfigError
+from vedit_cli.weights.registry import REGISTRY
+
+USERS = tuple(dict.fromkeys(user for entry in REGISTRY.values() for user in entry.used_by))  # movie, ..., metrics
+NAMES = tuple(REGISTRY) + tuple(user for user in USERS if user not in REGISTRY)
+EntryName = choices("EntryName", NAMES)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("download")
     def download(
-        names: Annotated[list[str] | None, typer.Argument(help="Entries to fetch (see --list), or a backend name (movie, eve, svdiff, metrics) for all it needs.", show_default=False)] = None,
-        backend: Annotated[
-            str | None, typer.Option(help="Fetch every entry a backend needs: movie, eve, svdiff, metrics.")
-        ] = None,
+        names: Annotated[list[EntryName] | None, typer.Argument(help="Entries to fetch (see --list), or a backend name for all it needs.", show_default=False, metavar="NAME...")] = None,
+        backend: Annotated[Literal[USERS] | None, typer.Option(help="Fetch every entry a backend needs.")] = None,
         list_entries: Annotated[bool, typer.Option("--list", help="List every entry and whether it is present.")] = False,
-        weights_dir: Annotated[
-            Path | None,
-            typer.Option(help="Where checkpoints live (default: ~/.cache/vedit/weights).",
-                         envvar="VEDIT_WEIGHTS", show_default=False),
-        ] = None,
+        weights_dir: WeightsDir = None,
         force: Annotated[bool, typer.Option(help="Fetch again even when the entry is present and verified.")] = False,
-        verify: Annotated[bool, typer.Option(help="Re-hash present entries against their manifest, no download.")] = False,
-        as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable result on stdout.")] = False,
+        verify: Annotated[bool, typer.Option(help="Re-hash present entries against their verified record, no download.")] = False,
+        as_json: JsonOutput = False,
     ) -> None:
         """Download checkpoints with huggingface_hub into --weights-dir; every file is checked against the hub's sha256."""
         from vedit_cli.weights.registry import entries_for_backend, resolve_weights_dir
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         if list_entries:
             _print_listing(root, as_json)
             return
-        wanted = [entry for name in names or [] for entry in _expand(name)]
+        wanted = [entry for name in values(names) for entry in _expand(name)]
         wanted += entries_for_backend(backend) if backend else []
         if not wanted:
             raise ConfigError("name the entries to fetch (e.g. `vedit download taesd`), or use --backend or --list")

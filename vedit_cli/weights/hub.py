@@ -19,10 +19,10 @@ from vedit_cli.weights.integrity import (
     RemoteFile,
     check_against_hub,
     check_safetensors_only,
-    manifest_record,
-    read_manifest,
+    verified_file_record,
+    read_verified_record,
     verify_entry,
-    write_manifest,
+    write_verified_record,
 )
 from vedit_cli.weights.registry import (
     HubSource,
@@ -73,7 +73,7 @@ def hub_endpoint() -> str:
 
 
 def entry_status(name: str, weights_dir: Path) -> str:
-    """absent | incomplete | verified | unverified (placed by hand, no manifest) | outdated (other pin) | corrupt."""
+    """absent | incomplete | verified | unverified (placed by hand, no verified record) | outdated (other pin) | corrupt."""
     folder = entry_path(name, weights_dir)
     if not folder.is_dir():
         return "absent"
@@ -83,13 +83,13 @@ def entry_status(name: str, weights_dir: Path) -> str:
         status = verify_entry(name, weights_dir)
     except WeightsIntegrityError:
         return "corrupt"
-    if status == "verified" and _pinned_sources(read_manifest(folder)) != _registry_sources(get_entry(name)):
+    if status == "verified" and _pinned_sources(read_verified_record(folder)) != _registry_sources(get_entry(name)):
         return "outdated"
     return status
 
 
-def _pinned_sources(manifest: dict | None) -> list[tuple[str, str]]:
-    return [(source["repo_id"], source["revision"]) for source in (manifest or {}).get("sources", [])]
+def _pinned_sources(record: dict | None) -> list[tuple[str, str]]:
+    return [(source["repo_id"], source["revision"]) for source in (record or {}).get("sources", [])]
 
 
 def _registry_sources(entry: WeightsEntry) -> list[tuple[str, str]]:
@@ -113,7 +113,7 @@ def download_entry(
     force: bool = False,
     max_workers: int = 8,
 ) -> DownloadResult:
-    """Fetch entry `name` into `<weights_dir>/<name>/`, verify every file against the hub, write the manifest."""
+    """Fetch entry `name` into `<weights_dir>/<name>/`, verify every file against the hub, write the verified record."""
     entry = get_entry(name)
     folder = entry_path(name, weights_dir)
     if entry.local_only:
@@ -129,7 +129,7 @@ def download_entry(
         report = _offset_reporter(progress, done, total)
         records.update(_fetch_source(entry, plan, folder, report, max_workers))
         done += plan.total_bytes
-    write_manifest(folder, [_describe(plan) for plan in plans], records)
+    write_verified_record(folder, [_describe(plan) for plan in plans], records)
     if progress:
         progress(total, total)
     return DownloadResult(name, folder, "downloaded", total, tuple(plan.commit for plan in plans))
@@ -137,7 +137,6 @@ def download_entry(
 
 def ensure_entries(
     names: list[str], weights_dir: Path, allow_download: bool, progress: ProgressCallback | None = None,
-    allow_unsafe: bool = False,
 ) -> dict[str, Path]:
     """Folders of every entry in `names`, verified; downloads the missing ones only when allowed, else one line."""
     missing = [name for name in names if entry_status(name, weights_dir) in ("absent", "incomplete")]
@@ -153,7 +152,7 @@ def ensure_entries(
     for name in missing:
         download_entry(name, weights_dir, progress=progress)
     for name in names:
-        verify_entry(name, weights_dir, allow_unsafe=allow_unsafe)
+        verify_entry(name, weights_dir)
     return {name: entry_path(name, weights_dir) for name in names}
 
 
@@ -233,7 +232,7 @@ def _verify_fetched(folder: Path, plan: SourcePlan) -> dict[str, dict]:
         except WeightsIntegrityError:
             _forget_local_file(folder, remote.path)
             raise
-        records[prefix + remote.path] = manifest_record(folder, remote.path, sha256)
+        records[prefix + remote.path] = verified_file_record(folder, remote.path, sha256)
     return records
 
 

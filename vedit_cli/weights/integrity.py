@@ -1,8 +1,8 @@
-"""Integrity of checkpoint folders: hashes checked against the hub's records, a manifest, safetensors only.
+"""Integrity of checkpoint folders: hashes checked against the hub's records, a verified record per folder, safetensors only.
 
 After a download every file is checked against what the hub recorded for it (sha256 of LFS files, git blob sha1 of
 the others). The sha256 and size of every verified file go into `<entry>/.vedit-verified.json`; `verify_entry` checks
-the folder against that manifest before a model is loaded and refuses any file that changed.
+the folder against that record before a model is loaded and refuses any file that changed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vedit_cli.errors import WeightsIntegrityError
-from vedit_cli.weights.registry import MANIFEST_NAME, entry_path, get_entry
+from vedit_cli.weights.registry import VERIFIED_RECORD_NAME, entry_path, get_entry
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -71,23 +71,23 @@ def check_against_hub(folder: Path, remote: RemoteFile) -> str:
     return sha256
 
 
-def manifest_record(folder: Path, relative: str, sha256: str) -> dict:
-    """What the manifest keeps about one verified file (mtime lets later checks skip re-hashing)."""
+def verified_file_record(folder: Path, relative: str, sha256: str) -> dict:
+    """What the verified record keeps about one verified file (mtime lets later checks skip re-hashing)."""
     stat = (folder / relative).stat()
     return {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def write_manifest(entry_folder: Path, sources: list[dict], files: dict[str, dict]) -> Path:
+def write_verified_record(entry_folder: Path, sources: list[dict], files: dict[str, dict]) -> Path:
     """Write `.vedit-verified.json` atomically: sources (repo, revision, commit) and verified files."""
-    path = Path(entry_folder) / MANIFEST_NAME
+    path = Path(entry_folder) / VERIFIED_RECORD_NAME
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"format": 1, "sources": sources, "files": files}, indent=1, sort_keys=True))
     os.replace(tmp, path)
     return path
 
 
-def read_manifest(entry_folder: Path) -> dict | None:
-    path = Path(entry_folder) / MANIFEST_NAME
+def read_verified_record(entry_folder: Path) -> dict | None:
+    path = Path(entry_folder) / VERIFIED_RECORD_NAME
     if not path.is_file():
         return None
     try:
@@ -105,33 +105,33 @@ def pickle_files(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def check_safetensors_only(folder: Path, allow_unsafe: bool = False) -> None:
-    """Refuse a folder holding pickle checkpoints unless the user explicitly allowed unsafe weights."""
+def check_safetensors_only(folder: Path) -> None:
+    """Refuse a folder holding pickle checkpoints: every loader reads safetensors only."""
     unsafe = pickle_files(folder)
-    if unsafe and not allow_unsafe:
+    if unsafe:
         raise WeightsIntegrityError(
             f"{unsafe[0]} is a pickle checkpoint (can run code when loaded); vedit loads safetensors only: "
-            "delete it, or pass --allow-unsafe-weights if you trust its source"
+            "delete it, or convert it to .safetensors"
         )
 
 
-def verify_entry(name: str, weights_dir: Path, full: bool = False, allow_unsafe: bool = False) -> str:
-    """Check entry `name` against its manifest; return "verified" or "unverified" (no manifest: placed by hand).
+def verify_entry(name: str, weights_dir: Path, full: bool = False) -> str:
+    """Check entry `name` against its verified record; return "verified" or "unverified" (none: placed by hand).
 
     Files whose size and mtime are unchanged since they were verified are not re-hashed unless `full`.
     """
     get_entry(name)  # an unknown name is a user error, reported like the others
     folder = entry_path(name, weights_dir)
-    check_safetensors_only(folder, allow_unsafe)
-    return verify_manifest(folder, full)
+    check_safetensors_only(folder)
+    return verify_against_record(folder, full)
 
 
-def verify_manifest(folder: Path, full: bool = False) -> str:
-    """Check a folder's files against its manifest: "verified", or "unverified" when it has none."""
-    manifest = read_manifest(folder)
-    if manifest is None:
+def verify_against_record(folder: Path, full: bool = False) -> str:
+    """Check a folder's files against its verified record: "verified", or "unverified" when it has none."""
+    record_of_folder = read_verified_record(folder)
+    if record_of_folder is None:
         return "unverified"
-    for relative, record in manifest["files"].items():
+    for relative, record in record_of_folder["files"].items():
         _check_recorded_file(Path(folder) / relative, record, full)
     return "verified"
 

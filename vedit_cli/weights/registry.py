@@ -10,63 +10,18 @@ The entries themselves (repo ids, pinned revisions, file patterns, sizes, licenc
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from vedit_cli.errors import WeightsMissingError
+from vedit_cli.weights.catalog import ENTRIES
+from vedit_cli.weights.entry import HubSource, WeightsEntry  # noqa: F401  (re-exported)
 
 DEFAULT_WEIGHTS_DIR = Path("~/.cache/vedit/weights")
-MANIFEST_NAME = ".vedit-verified.json"
+VERIFIED_RECORD_NAME = ".vedit-verified.json"
 
 
-@dataclass(frozen=True)
-class HubSource:
-    """A further hub repository whose files land in `<entry>/<subfolder>/` (e.g. PickScore's processor)."""
-
-    repo_id: str
-    revision: str
-    allow_patterns: tuple[str, ...]
-    subfolder: str
-    required_files: tuple[str, ...] = ()  # relative to the subfolder
-
-
-@dataclass(frozen=True)
-class WeightsEntry:
-    """One checkpoint: which hub repository, which files, and the files that prove it is complete."""
-
-    name: str
-    repo_id: str  # "" for project-trained weights that have no hub repository yet
-    revision: str  # a 40-hex commit where confirmed; "main" where it could not be confirmed (see catalog.py)
-    allow_patterns: tuple[str, ...]
-    required_files: tuple[str, ...]  # relative paths that must exist for the folder to be usable
-    size_mb: int
-    licence: str
-    used_by: tuple[str, ...]
-    extra_sources: tuple[HubSource, ...] = ()
-    local_hint: str = ""  # for local-only entries: how to produce them
-
-    @property
-    def local_only(self) -> bool:
-        return not self.repo_id
-
-    @property
-    def sources(self) -> tuple[HubSource, ...]:
-        """Every repository this entry is built from; the first lands in the entry folder itself."""
-        if self.local_only:
-            return self.extra_sources
-        primary = HubSource(self.repo_id, self.revision, self.allow_patterns, "", self.required_files)
-        return (primary, *self.extra_sources)
-
-    def all_required_files(self) -> tuple[str, ...]:
-        """Required files of every source, relative to the entry folder."""
-        files = list(self.required_files)
-        for source in self.extra_sources:
-            files += [f"{source.subfolder}/{rel}" for rel in source.required_files]
-        return tuple(files)
-
-
-# Filled by catalog.py (imported at the bottom of this module); names and required files are what backends rely on.
-REGISTRY: dict[str, WeightsEntry] = {}
+# Every entry by name (catalog.py holds them as data); names and required files are what backends rely on.
+REGISTRY: dict[str, WeightsEntry] = {entry.name: entry for entry in ENTRIES}
 
 
 def register(entry: WeightsEntry) -> WeightsEntry:
@@ -129,10 +84,7 @@ def require(name: str, weights_dir: Path) -> Path:
         raise WeightsMissingError(
             f"weights '{name}' are missing or incomplete in {weights_dir} (missing: {shown}); {action}"
         )
-    from vedit_cli.weights.integrity import verify_manifest
+    from vedit_cli.weights.integrity import verify_against_record
 
-    verify_manifest(entry_path(name, weights_dir))  # a downloaded file that changed since it was verified is refused
+    verify_against_record(entry_path(name, weights_dir))  # a downloaded file that changed since it was verified is refused
     return entry_path(name, weights_dir)
-
-
-from vedit_cli.weights import catalog  # noqa: E402,F401  (fills REGISTRY; imports this module's names)

@@ -1,0 +1,312 @@
+"""Build and score the tiny world: every component the movie backend loads, trained small here, on real clips.
+
+    python scripts/tiny_world.py build DIR [--quick] [--videos ../shared/videos]
+    python scripts/tiny_world.py score DIR --clips FOLDER [--json] [--frames 16]
+
+build: clip cache -> text encoder + tokenizer -> AutoencoderKL -> TAESD -> random-weights pipeline -> teacher
+(`vedit train pix2pix`'s recipe). A short probe of every trained component prints a budget table first; a
+component already built is skipped, and the teacher resumes from its last checkpoint. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SPEC = REPO / "scripts" / "tinyworld.json"
+DEFAULT_VIDEOS = REPO.parent / "shared" / "videos"
+
+import torch  # noqa: E402
+
+from vedit_cli.tinyworld import components as parts  # noqa: E402
+from vedit_cli.tinyworld import teacher as teach  # noqa: E402
+from vedit_cli.tinyworld.clips import WorldSpec, build_cache, find_clip, load_split, video_files  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Sizes:
+    vae: parts.AutoencoderSize
+    taesd: parts.AutoencoderSize
+    teacher: teach.TeacherSize
+    frames_per_clip: int
+
+
+FULL = Sizes(parts.AutoencoderSize(steps=200, batch=16), parts.AutoencoderSize(steps=60, batch=16),
+             teach.TeacherSize(steps=400, batch=16, lr=1e-3), frames_per_clip=48)
+QUICK = Sizes(parts.AutoencoderSize(steps=80, batch=16), parts.AutoencoderSize(steps=30, batch=8),
+              teach.TeacherSize(steps=250, batch=16, lr=1e-3), frames_per_clip=8)
+PROBE_STEPS = 4  # timed steps per component, after one warm-up step
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class StepReporter:
+    """Prints `name step/total loss` about 20 times per run, with the seconds per step and the time left."""
+
+    def __init__(self, name: str):
+        self.name, self.started, self.times = name, time.perf_counter(), []
+
+    def __call__(self, step: int, total: int, loss: float) -> None:
+        self.times.append(time.perf_counter())
+        if step == total or step % max(1, total // 20) == 0:
+            per_step = (self.times[-1] - self.started) / len(self.times)
+            say(f"  {self.name:8s} {step:5d}/{total} loss {loss:.4f}  {per_step:.2f} s/step, "
+                f"{per_step * (total - step) / 60:.1f} min left")
+
+    def seconds_per_step(self) -> float:
+        """Mean step time after the first (warm-up) step."""
+        steps = self.times[1:]
+        return (steps[-1] - self.times[0]) / max(len(steps), 1) if steps else float("nan")
+
+
+def recipe_progress(reporter: StepReporter):
+    def progress(event: dict) -> None:
+        if event.get("event") == "step":
+            reporter(event["step"], event["max_steps"], float(event.get("loss", float("nan"))))
+    return progress
+
+
+# 1. the parts every pipeline folder shares -----------------------------------------------------------------------
+def build_text(root: Path) -> None:
+    if parts.done_facts(root, "text"):
+        return
+    say("text encoder + tokenizer (frozen random CLIP, byte-level vocabulary)")
+    parts.new_text_encoder().save_pretrained(str(root / "_parts" / "text_encoder"), safe_serialization=True)
+    parts.save_tokenizer(root / "_parts" / "tokenizer")
+    parts.write_done(root, "text", {"hidden": parts.TEXT_HIDDEN})
+
+
+def build_vae(root: Path, frames: torch.Tensor, validation: torch.Tensor, size: parts.AutoencoderSize) -> None:
+    if parts.done_facts(root, "vae"):
+        return
+    say(f"AutoencoderKL (factor 4): {size.steps} steps x batch {size.batch}")
+    started = time.perf_counter()
+    vae = parts.train_vae(frames, size, StepReporter("vae"))
+    vae.save_pretrained(str(root / "_parts" / "vae"), safe_serialization=True)
+    facts = {"psnr_validation": round(parts.autoencoder_psnr(vae, validation), 2),
+             "scaling_factor": vae.config.scaling_factor, "minutes": round((time.perf_counter() - started) / 60, 2)}
+    say(f"  vae: validation reconstruction {facts['psnr_validation']} dB, scaling factor {facts['scaling_factor']}")
+    parts.write_done(root, "vae", facts)
+
+
+def build_taesd(root: Path, frames: torch.Tensor, validation: torch.Tensor, size: parts.AutoencoderSize) -> None:
+    if parts.done_facts(root, "taesd"):
+        return
+    from diffusers import AutoencoderKL
+
+    say(f"TAESD (AutoencoderTiny reproducing the VAE's scaled latents): {size.steps} steps x batch {size.batch}")
+    started = time.perf_counter()
+    vae = AutoencoderKL.from_pretrained(str(root / "_parts" / "vae")).eval()
+    taesd = parts.train_taesd(vae, frames, size, StepReporter("taesd"))
+    shutil.rmtree(root / "taesd", ignore_errors=True)
+    taesd.save_pretrained(str(root / "taesd"), safe_serialization=True)
+    facts = {"psnr_validation": round(parts.taesd_psnr(taesd, validation), 2),
+             "minutes": round((time.perf_counter() - started) / 60, 2)}
+    say(f"  taesd: validation reconstruction {facts['psnr_validation']} dB")
+    parts.write_done(root, "taesd", facts)
+
+
+def build_random(root: Path, spec: WorldSpec, size: teach.TeacherSize) -> None:
+    """<root>/random/instruct-pix2pix: the pipeline with its UNet untrained (the teacher's base and a control row)."""
+    if parts.done_facts(root, "random"):
+        return
+    unet = teach.new_teacher_unet(size, spec.size // 4, parts.TEXT_HIDDEN)
+    parts.save_pipeline(root / "random" / "instruct-pix2pix", unet, root / "_parts")
+    params = sum(p.numel() for p in unet.parameters())
+    say(f"random-weights pipeline: UNet {params / 1e6:.2f} M parameters, blocks {size.block_out_channels}")
+    parts.write_done(root, "random", {"unet_parameters": params})
+
+
+def build_teacher(root: Path, frames_nhwc, spec: WorldSpec, size: teach.TeacherSize) -> None:
+    if parts.done_facts(root, "teacher"):
+        return
+    say(f"InstructPix2Pix teacher (vedit train pix2pix recipe): {size.steps} steps x batch {size.batch}")
+    started = time.perf_counter()
+    config = teach.pix2pix_config(root / "random" / "instruct-pix2pix", frames_nhwc, root / "instruct-pix2pix",
+                                  size, spec.size, work_dir=root / "_build" / "teacher-training")
+    teach.train_teacher(config, recipe_progress(StepReporter("teacher")))
+    parts.write_done(root, "teacher", {"minutes": round((time.perf_counter() - started) / 60, 2),
+                                       "steps": size.steps, "batch": size.batch})
+
+
+# 2. the probe and the budget table ---------------------------------------------------------------------------------
+def probe(root: Path, frames: torch.Tensor, frames_nhwc, spec: WorldSpec, sizes: Sizes) -> list[dict]:
+    """Seconds per step of each trained component, from PROBE_STEPS steps after a warm-up (untrained parts)."""
+    rows = []
+    probe_steps = PROBE_STEPS + 1
+    vae_timer = StepReporter("probe")
+    parts.train_vae(frames, replace(sizes.vae, steps=probe_steps), lambda *a: vae_timer.times.append(time.perf_counter()))
+    rows.append(("vae", sizes.vae.steps, sizes.vae.batch, vae_timer.seconds_per_step()))
+    untrained = parts.new_vae().eval()
+    taesd_timer = StepReporter("probe")
+    parts.train_taesd(untrained, frames, replace(sizes.taesd, steps=probe_steps),
+                      lambda *a: taesd_timer.times.append(time.perf_counter()))
+    rows.append(("taesd", sizes.taesd.steps, sizes.taesd.batch, taesd_timer.seconds_per_step()))
+    with tempfile.TemporaryDirectory(prefix="tinyworld-probe-") as temporary:
+        temporary = Path(temporary)
+        shutil.copytree(root / "_parts", temporary / "_parts")
+        untrained.save_pretrained(str(temporary / "_parts" / "vae"), safe_serialization=True)
+        base = parts.save_pipeline(temporary / "base", teach.new_teacher_unet(sizes.teacher, spec.size // 4,
+                                                                             parts.TEXT_HIDDEN), temporary / "_parts")
+        timer = StepReporter("probe")
+        config = teach.pix2pix_config(base, frames_nhwc, temporary / "out", sizes.teacher, spec.size,
+                                      steps=probe_steps, work_dir=temporary / "work")
+        teach.train_teacher(config, lambda event: timer.times.append(time.perf_counter())
+                            if event.get("event") == "step" else None)
+        rows.append(("teacher", sizes.teacher.steps, sizes.teacher.batch, timer.seconds_per_step()))
+    return [{"component": name, "steps": steps, "batch": batch, "seconds_per_step": round(per_step, 3),
+             "predicted_minutes": round(steps * per_step / 60, 2)} for name, steps, batch, per_step in rows]
+
+
+def with_sizes(rows: list[dict], sizes: Sizes) -> list[dict]:
+    """The probe's seconds per step times this build's steps (a probe survives a change of step counts)."""
+    steps = {"vae": sizes.vae.steps, "taesd": sizes.taesd.steps, "teacher": sizes.teacher.steps}
+    return [{**row, "steps": steps[row["component"]],
+             "predicted_minutes": round(steps[row["component"]] * row["seconds_per_step"] / 60, 2)} for row in rows]
+
+
+def budget_table(rows: list[dict], fixed_minutes: float) -> str:
+    lines = ["| component | steps x batch | s/step (probe) | predicted min |", "|---|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['component']} | {row['steps']} x {row['batch']} | {row['seconds_per_step']:.3f} | "
+                     f"{row['predicted_minutes']:.1f} |")
+    total = fixed_minutes + sum(row["predicted_minutes"] for row in rows)
+    lines.append(f"| clips, text encoder, probe (measured) | | | {fixed_minutes:.1f} |")
+    lines.append(f"| **total** | | | **{total:.1f}** |")
+    return "\n".join(lines)
+
+
+# 3. the commands ---------------------------------------------------------------------------------------------------
+def threads_for_this_machine() -> int:
+    """2 threads (the build machine's cores) when the machine is quiet; 1 when other work keeps the cores busy:
+    oversubscribed, torch's 2-thread kernels were measured 4-5x SLOWER than 1 thread (load average 7 on 2 cores)."""
+    cores = os.cpu_count() or 1
+    return min(2, cores) if os.getloadavg()[0] < max(1.0, cores - 1.0) else 1
+
+
+def quiet_libraries() -> None:
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for logging in (diffusers_logging, transformers_logging):
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+
+
+def build(root: Path, quick: bool, videos: Path | None, budget_minutes: float, threads: int) -> int:
+    started = time.perf_counter()
+    torch.set_num_threads(threads or threads_for_this_machine())
+    quiet_libraries()
+    root.mkdir(parents=True, exist_ok=True)
+    sizes = QUICK if quick else FULL
+    spec = replace(WorldSpec.load(SPEC), frames_per_clip=sizes.frames_per_clip)
+    (root / "tinyworld.json").write_text(json.dumps({**asdict(spec), "quick": quick}, indent=1))
+    say(f"tiny world in {root} ({'quick' if quick else 'full'} build, {torch.get_num_threads()} threads)")
+    cache = build_cache(spec, videos, root / "cache")
+    if cache["synthetic"]:
+        say(f"NOTE: {videos} does not hold the pinned clips: training on clips synthesised with ffmpeg instead")
+    say("clips: " + ", ".join(f"{split} {info['frames']} frames" for split, info in cache["splits"].items()))
+    frames_nhwc = load_split(root / "cache", "train")
+    frames, validation = parts.to_tensor(frames_nhwc), parts.to_tensor(load_split(root / "cache", "validation"))
+    build_text(root)
+    budget = parts.done_facts(root, "budget")
+    if budget is None and not parts.done_facts(root, "teacher"):
+        say("probing each component's cost ...")
+        rows = probe(root, frames, frames_nhwc, spec, sizes)
+        budget = {"rows": rows, "fixed_minutes": round((time.perf_counter() - started) / 60, 2)}
+        parts.write_done(root, "budget", budget)
+    if budget is not None:
+        budget["rows"] = with_sizes(budget["rows"], sizes)
+        table = budget_table(budget["rows"], budget["fixed_minutes"])
+        say("budget (2 CPU cores; this machine may be shared: absolute times are noisy)\n" + table)
+        total = budget["fixed_minutes"] + sum(row["predicted_minutes"] for row in budget["rows"])
+        if total > budget_minutes:
+            say(f"WARNING: predicted {total:.1f} min is over the {budget_minutes:.0f} min budget (a busy machine?)")
+    build_vae(root, frames, validation, sizes.vae)
+    build_taesd(root, frames, validation, sizes.taesd)
+    build_random(root, spec, sizes.teacher)
+    build_teacher(root, frames_nhwc, spec, sizes.teacher)
+    minutes = (time.perf_counter() - started) / 60
+    say(f"built {root} in {minutes:.1f} min: vedit edit CLIP 'make it black and white' --backend movie "
+        f"--weights-dir {root} --size {spec.size} --dtype float32")
+    return 0
+
+
+def held_out_clips(root: Path, folder: Path) -> list[Path]:
+    """The world's held-out clips found in `folder`, else every video in it (a user's own clips)."""
+    names = json.loads((root / "tinyworld.json").read_text())["clips"]["held_out"]
+    found = [find_clip(folder, name) for name in names]
+    return [p for p in found if p is not None] or video_files(folder)
+
+
+def score_command(root: Path, clips: Path, json_output: bool, frames: int, work: Path | None, args) -> int:
+    from vedit_cli.tinyworld.score import Options, score
+
+    spec = json.loads((root / "tinyworld.json").read_text())
+    options = Options(size=spec["size"], max_frames=frames, steps=args.steps, guidance_scale=args.guidance_scale,
+                      image_guidance_scale=args.image_guidance_scale)
+    paths = held_out_clips(root, clips)
+    if args.max_clips:
+        paths = paths[: args.max_clips]
+    if not paths:
+        say(f"no clips in {clips}")
+        return 2
+    say(f"scoring {root} on {', '.join(p.name for p in paths)} ({frames} frames each, {spec['size']}x{spec['size']})")
+    work = work or root / "_score"
+    report = score(root, paths, work, options, on_progress=lambda message: say("  " + message))
+    if json_output:
+        print(json.dumps(report, indent=1))
+    else:
+        print(score_table(report))
+    return 0
+
+
+def score_table(report: dict) -> str:
+    lines = ["| backend / mode | PSNR to truth (dB) | edit accuracy | warp error | flicker | UNet passes/frame | s/frame |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in report["rows"]:
+        warp = f"{row['warp_error']:.4f}" if row["warp_error"] is not None else "n/a"
+        lines.append(f"| {row['row']} | {row['psnr']:.2f} | {row['edit_accuracy']:.0%} | {warp} | "
+                     f"{row['flicker']:.2f} | {row['unet_passes_per_frame']} | {row['seconds_per_frame']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    build_parser = commands.add_parser("build", help="train every component (resumable)")
+    build_parser.add_argument("dir", type=Path)
+    build_parser.add_argument("--quick", action="store_true", help="small sizes, for tests (a few minutes)")
+    build_parser.add_argument("--videos", type=Path, default=DEFAULT_VIDEOS, help="folder holding the pinned clips")
+    build_parser.add_argument("--budget-minutes", type=float, default=30.0, help="warn when the probe predicts more")
+    build_parser.add_argument("--threads", type=int, default=0, help="torch threads (0: 2, or 1 on a busy machine)")
+    score_parser = commands.add_parser("score", help="score every backend/mode with weights in DIR")
+    score_parser.add_argument("dir", type=Path)
+    score_parser.add_argument("--clips", type=Path, required=True, help="folder of clips (held-out ones are picked)")
+    score_parser.add_argument("--json", action="store_true")
+    score_parser.add_argument("--frames", type=int, default=16, help="first N frames of each clip")
+    score_parser.add_argument("--max-clips", type=int, default=0, help="score only the first N clips (0: all)")
+    score_parser.add_argument("--steps", type=int, default=10)
+    score_parser.add_argument("--guidance-scale", type=float, default=7.5)
+    score_parser.add_argument("--image-guidance-scale", type=float, default=1.5)
+    score_parser.add_argument("--work", type=Path, default=None, help="folder for the scored outputs")
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        return build(args.dir, args.quick, args.videos, args.budget_minutes, args.threads)
+    return score_command(args.dir, args.clips, args.json, args.frames, args.work, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

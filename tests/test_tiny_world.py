@@ -1,0 +1,70 @@
+"""The tiny world end to end: `scripts/tiny_world.py build --quick`, then `score` through the real `vedit edit` path.
+
+Slow (marked): the quick build trains the autoencoder, TAESD and the InstructPix2Pix teacher (the `vedit train
+pix2pix` recipe) on 2 CPU cores, about 3-4 minutes on a quiet machine, then scores one held-out clip (about 1
+minute). Needs ../shared/videos (the pinned clips); skipped without it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vedit_cli.tinyworld.edits import EDITS, apply_uint8
+
+REPO = Path(__file__).resolve().parents[1]
+VIDEOS = REPO.parent / "shared" / "videos"
+SCRIPT = REPO / "scripts" / "tiny_world.py"
+
+
+def test_edits_are_deterministic_distinct_and_in_range():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    outputs = {edit.name: apply_uint8(edit, frames) for edit in EDITS}
+    assert len(EDITS) >= 8 and len({e.instruction for e in EDITS}) == len(EDITS)
+    for edit in EDITS:
+        assert outputs[edit.name].shape == frames.shape and outputs[edit.name].dtype == np.uint8
+        assert np.array_equal(outputs[edit.name], apply_uint8(edit, frames))
+    names = list(outputs)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not np.array_equal(outputs[a], outputs[b]), (a, b)
+    gray = apply_uint8(EDITS[0], frames)
+    assert np.array_equal(gray[..., 0], gray[..., 1])
+
+
+def test_world_spec_splits_are_disjoint():
+    spec = json.loads((REPO / "scripts" / "tinyworld.json").read_text())
+    splits = [set(spec[name]) for name in ("train", "validation", "held_out")]
+    assert all(splits) and not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not VIDEOS.is_dir(), reason="needs ../shared/videos")
+def test_quick_world_builds_resumes_and_its_teacher_beats_identity(tmp_path):
+    world = tmp_path / "world"
+    built = subprocess.run([sys.executable, str(SCRIPT), "build", str(world), "--quick"], capture_output=True,
+                           text=True, timeout=900)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert "| teacher |" in built.stderr  # the budget table
+    for name in ("instruct-pix2pix/unet/diffusion_pytorch_model.safetensors", "taesd/config.json",
+                 "random/instruct-pix2pix/model_index.json", "instruct-pix2pix/tokenizer/vocab.json"):
+        assert (world / name).is_file(), name
+    again = subprocess.run([sys.executable, str(SCRIPT), "build", str(world), "--quick"], capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0 and "min left" not in again.stderr  # resumable: nothing is trained again
+    scored = subprocess.run([sys.executable, str(SCRIPT), "score", str(world), "--clips", str(VIDEOS), "--json",
+                             "--frames", "4", "--max-clips", "1"], capture_output=True, text=True, timeout=900)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    rows = {row["row"]: row for row in json.loads(scored.stdout)["rows"]}
+    assert set(rows) >= {"identity (source)", "movie teacher", "movie teacher, random weights"}
+    identity, teacher, random = rows["identity (source)"], rows["movie teacher"], rows["movie teacher, random weights"]
+    assert teacher["psnr"] >= identity["psnr"] + 1.0, rows
+    assert teacher["psnr"] > random["psnr"] and teacher["unet_passes_per_frame"] == 30
+    assert identity["unet_passes_per_frame"] == 0 and teacher["flicker"] >= 0

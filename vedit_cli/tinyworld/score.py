@@ -1,0 +1,188 @@
+"""Score every backend/mode that has weights in a tiny world against the procedural edits' ground truth.
+
+Each clip is downscaled (centre square) to the world's size and written once; every edit applied to its decoded
+frames is the ground truth; every instruction is run through the real `vedit edit --manifest` path, one run per
+backend/mode. Identity (the copy backend: the source through the same decode/encode path) and the same pipeline
+with its untrained UNet are control rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vedit_cli.tinyworld.edits import EDITS, apply_uint8
+
+RANDOM_SUBDIR = "random"  # <world>/random: the same pipeline folders with the untrained UNet
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    backend: str
+    weights_dir: Path | None
+    args: tuple[str, ...] = ()
+    passes_per_frame: int = 0
+    per_instruction: bool = True  # False: the output does not depend on the instruction (identity)
+
+
+@dataclass(frozen=True)
+class Options:
+    size: int = 64
+    max_frames: int | None = 16
+    steps: int = 10
+    guidance_scale: float = 7.5
+    image_guidance_scale: float = 1.5
+    seed: int = 0
+
+
+@dataclass
+class Clip:
+    name: str
+    source: Path  # the downscaled clip every row edits
+    frames: np.ndarray  # its decoded frames, uint8 [T, S, S, 3]
+    truth: dict[str, np.ndarray] = field(default_factory=dict)  # edit name -> ground truth frames
+
+
+def movie_passes(steps: int, guidance_scale: float, image_guidance_scale: float) -> int:
+    from vedit_cli.backends.movie.sampling import teacher_plan
+
+    return steps * len(teacher_plan(guidance_scale, image_guidance_scale).passes)
+
+
+def plan_rows(world: Path, options: Options) -> list[Row]:
+    """Identity, then every backend/mode whose weights are in the world, then the random-weights controls."""
+    guidance = ("--steps", str(options.steps), "--guidance-scale", str(options.guidance_scale),
+                "--image-guidance-scale", str(options.image_guidance_scale))
+    teacher = ("--movie-mode", "teacher", *guidance)
+    passes = movie_passes(options.steps, options.guidance_scale, options.image_guidance_scale)
+    rows = [Row("identity (source)", "copy", None, per_instruction=False)]
+    world = Path(world)
+    if (world / "instruct-pix2pix").is_dir():
+        rows.append(Row("movie teacher", "movie", world, (*teacher, "--vae", "full"), passes))
+        if (world / "taesd").is_dir():
+            rows.append(Row("movie teacher, TAESD", "movie", world, (*teacher, "--vae", "tiny"), passes))
+    if (world / "movie-student").is_dir():
+        rows.append(Row("movie student", "movie", world, ("--movie-mode", "student"), 1))
+    if (world / RANDOM_SUBDIR / "instruct-pix2pix").is_dir():
+        rows.append(Row("movie teacher, random weights", "movie", world / RANDOM_SUBDIR, (*teacher, "--vae", "full"),
+                        passes))
+    return rows
+
+
+def prepare_clip(path: Path, folder: Path, options: Options) -> Clip:
+    """Downscale `path` to the world's size, write it (lossless H.264), decode it back, apply every edit."""
+    from fractions import Fraction
+
+    from vedit_cli.config import EncodeConfig
+    from vedit_cli.io.encode import VideoWriter
+    from vedit_cli.io.probe import probe
+    from vedit_cli.tinyworld.clips import clip_frames
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = clip_frames(path, options.size, options.max_frames)
+    target = folder / f"{Path(path).stem}.mp4"
+    writer = VideoWriter(target, options.size, options.size, Fraction(probe(path).fps).limit_denominator(1001),
+                         EncodeConfig(crf=0, preset="veryfast"))
+    for frame in frames:
+        writer.write(frame)
+    writer.close()
+    decoded = clip_frames(target, options.size)
+    clip = Clip(Path(path).stem, target, decoded)
+    clip.truth = {edit.name: apply_uint8(edit, decoded) for edit in EDITS}
+    return clip
+
+
+def run_row(row: Row, clips: list[Clip], folder: Path, options: Options) -> tuple[dict, float]:
+    """One `vedit edit --manifest` run: {(clip, edit name): output path}, seconds per frame (vedit's own timing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = {}
+    for clip in clips:
+        for edit in EDITS if row.per_instruction else EDITS[:1]:
+            jobs[(clip.name, edit.name)] = (clip.source, edit.instruction, folder / f"{clip.name}--{edit.name}.mp4")
+    manifest = folder / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["input", "prompt", "output"])
+        writer.writerows([str(s), p, str(o)] for s, p, o in jobs.values())
+    command = [sys.executable, "-m", "vedit_cli", "edit", "--manifest", str(manifest), "--backend", row.backend,
+               "--size", str(options.size), "--output-size", "processing", "--dtype", "float32", "--device", "cpu",
+               "--crf", "0", "--seed", str(options.seed), "--overwrite", "--json", "--quiet", "--no-download",
+               *row.args]
+    if row.weights_dir is not None:
+        command += ["--weights-dir", str(row.weights_dir)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{row.label}: vedit edit failed (exit {result.returncode}): {result.stderr[-2000:]}")
+    seconds, frames = _timing(result.stdout, wall, sum(len(c.frames) for c in clips) * (len(jobs) // len(clips)))
+    outputs = {key: out for key, (_, _, out) in jobs.items()}
+    if not row.per_instruction:
+        outputs = {(clip.name, edit.name): outputs[(clip.name, EDITS[0].name)] for clip in clips for edit in EDITS}
+    return outputs, seconds / max(frames, 1)
+
+
+def _timing(stdout: str, wall: float, frames: int) -> tuple[float, int]:
+    """(seconds, frames) summed over the clips of vedit's --json summary; the wall time if it has none."""
+    try:
+        summary = json.loads(stdout)
+        clips = summary.get("clips", [])
+        return sum(c["seconds"] for c in clips), sum(c["frames"] for c in clips)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return wall, frames
+
+
+def mse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a.astype(np.float64) - b.astype(np.float64)) / 255.0).__pow__(2).mean())
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(1.0 / max(mse(a, b), 1e-10)))
+
+
+def row_metrics(clips: list[Clip], outputs: dict) -> dict:
+    """PSNR to ground truth (mean over clip x edit), edit accuracy, warp error and flicker (evaluate's metrics)."""
+    from vedit_cli.metrics.temporal import flicker, warp_error
+    from vedit_cli.tinyworld.clips import clip_frames
+
+    psnrs, hits, warps, flickers = [], [], [], []
+    for clip in clips:
+        for edit in EDITS:
+            edited = clip_frames(outputs[(clip.name, edit.name)], clip.frames.shape[1])
+            psnrs.append(psnr(edited, clip.truth[edit.name]))
+            distances = {name: mse(edited, truth) for name, truth in clip.truth.items()}
+            hits.append(min(distances, key=distances.get) == edit.name)
+            warps.append(warp_error(list(clip.frames), list(edited)))
+            flickers.append(flicker(list(edited)))
+    defined = [w for w in warps if w is not None]
+    return {"psnr": float(np.mean(psnrs)), "edit_accuracy": float(np.mean(hits)),
+            "warp_error": float(np.mean(defined)) if defined else None,
+            "flicker": float(np.mean([f for f in flickers if f is not None] or [np.nan])),
+            "per_edit_psnr": {edit.name: float(np.mean(psnrs[i::len(EDITS)])) for i, edit in enumerate(EDITS)}}
+
+
+def score(world: Path, clip_paths: list[Path], work: Path, options: Options, on_progress=None) -> dict:
+    """Every row's metrics on `clip_paths`; `on_progress(message)` hears each stage."""
+    work = Path(work)
+    clips = [prepare_clip(path, work / "sources", options) for path in clip_paths]
+    rows = []
+    for row in plan_rows(world, options):
+        if on_progress:
+            on_progress(f"{row.label}: vedit edit --backend {row.backend} on {len(clips)} clips x "
+                        f"{len(EDITS) if row.per_instruction else 1} instructions")
+        outputs, seconds_per_frame = run_row(row, clips, work / row.label.replace(" ", "_").replace(",", ""), options)
+        metrics = row_metrics(clips, outputs)
+        rows.append({"row": row.label, "backend": row.backend, **metrics, "unet_passes_per_frame": row.passes_per_frame,
+                     "seconds_per_frame": seconds_per_frame})
+    return {"clips": [c.name for c in clips], "frames": [int(len(c.frames)) for c in clips],
+            "edits": [e.name for e in EDITS], "size": options.size, "options": options.__dict__, "rows": rows}

@@ -1,0 +1,77 @@
+"""The tiny world's InstructPix2Pix teacher: a UNet shaped like SD1.5's at small width, its training triplets,
+trained by `vedit train pix2pix`'s recipe (InstructPix2Pix, Brooks et al. 2023: epsilon loss, condition dropout).
+
+SD1.5's pattern, scaled down: cross-attention in every down/up block but the lowest, which has the mid block's
+attention, so every resolution attends (the top one included); 8 input channels (noisy latents + image latents).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vedit_cli.tinyworld.edits import EDITS, apply_uint8
+
+
+@dataclass(frozen=True)
+class TeacherSize:
+    steps: int = 1500
+    batch: int = 32
+    lr: float = 1e-3
+    block_out_channels: tuple[int, ...] = (32, 64, 128)
+
+
+def new_teacher_unet(size: TeacherSize, sample_size: int, cross_attention_dim: int, seed: int = 0):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    levels = len(size.block_out_channels)
+    return UNet2DConditionModel(
+        sample_size=sample_size, in_channels=8, out_channels=4, block_out_channels=size.block_out_channels,
+        layers_per_block=1, norm_num_groups=8, cross_attention_dim=cross_attention_dim,
+        attention_head_dim=tuple(max(1, channels // 16) for channels in size.block_out_channels),  # heads of 16
+        down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
+    )
+
+
+class FrameEditTriplets:
+    """Every (training frame, edit) pair as a triplet, computed on demand: the pix2pix recipe's sample source."""
+
+    def __init__(self, frames_nhwc: np.ndarray):
+        self.frames = frames_nhwc
+
+    def __len__(self) -> int:
+        return len(self.frames) * len(EDITS)
+
+    def load(self, index: int) -> dict:
+        frame, edit = self.frames[index // len(EDITS)], EDITS[index % len(EDITS)]
+        return {"source": frame, "instruction": edit.instruction, "edited": apply_uint8(edit, frame[None])[0]}
+
+    def describe(self, index: int) -> str:
+        return f"frame {index // len(EDITS)}, edit {EDITS[index % len(EDITS)].name}"
+
+
+def pix2pix_config(base: Path, frames_nhwc: np.ndarray, output: Path, size: TeacherSize, resolution: int,
+                   steps: int | None = None, work_dir: Path | None = None):
+    """The recipe's config: the base's (random) UNet fine-tuned on the world's triplets, resumable."""
+    from vedit_cli.train.config import Pix2PixConfig, TrainerConfig
+
+    trainer = TrainerConfig(
+        work_dir=work_dir, max_steps=steps or size.steps, batch_size=size.batch, learning_rate=size.lr,
+        lr_scheduler="cosine", lr_warmup_steps=max(1, (steps or size.steps) // 20), checkpoint_every=250,
+        keep_checkpoints=1, resume=True, cpu=True, seed=0, ema_decay=None,
+    )
+    return Pix2PixConfig(base=Path(base), data=FrameEditTriplets(frames_nhwc), output_dir=Path(output),
+                         trainer=trainer, resolution=resolution, random_resize=1.0, random_flip=True,
+                         validation_count=0, overwrite=True)
+
+
+def train_teacher(config, progress=None) -> Path:
+    """`vedit train pix2pix`'s recipe (vedit_cli.train.recipes.pix2pix) on the world's triplets."""
+    from vedit_cli.train.recipes.pix2pix import train_pix2pix
+
+    return train_pix2pix(config, progress)

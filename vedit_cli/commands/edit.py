@@ -16,6 +16,7 @@ from vedit_cli.commands.common import (
     PANEL_ENCODING, PANEL_EVE, PANEL_IO, PANEL_MODEL, PANEL_MOVIE, PANEL_SVDIFF, AllowDownload, Device, Dtype,
     JsonOutput, Quiet, WeightsDir,
 )
+from vedit_cli.commands.edit_ray import ClipTimeout, GpusPerWorker, MaxRetries, RayAddress, Workers, check_ray_options
 from vedit_cli.config import (
     BACKEND_DEFAULTS, MOVIE_MODES, OUTPUT_SIZES, SVDIFF_INITS, VAE_CHOICES, EditConfig, EncodeConfig, ModelConfig,
 )
@@ -66,6 +67,11 @@ def edit(
     preset: Annotated[Literal[PRESETS], typer.Option(help="Encoder speed preset (libvpx-vp9: mapped onto -cpu-used).", rich_help_panel=PANEL_ENCODING)] = _ENCODE.preset,
     keep_odd_size: Annotated[bool, typer.Option(help="Keep an odd width/height exactly, in 4:4:4 (many players refuse it); default: crop one row/column, 4:2:0.", rich_help_panel=PANEL_ENCODING)] = _ENCODE.keep_odd_size,
     evaluate: Annotated[bool, typer.Option(help="Compute offline temporal metrics of each output.")] = False,
+    ray: RayAddress = None,
+    workers: Workers = None,
+    gpus_per_worker: GpusPerWorker = None,
+    max_retries: MaxRetries = 2,
+    clip_timeout: ClipTimeout = None,
     quiet: Quiet = False,
     json_output: JsonOutput = False,
 ) -> None:
@@ -91,6 +97,12 @@ def edit(
     encode = EncodeConfig(codec=codec, crf=crf, preset=preset, keep_odd_size=keep_odd_size)
     config = EditConfig(model=model, encode=encode, output_size=output_size, overwrite=overwrite).validate()
     jobs = plan_jobs(inputs, the_prompt, output, output_dir, manifest)
+    check_ray_options(ray, given_on_command_line(ctx))
+    if ray is not None:  # the same jobs on Ray actors; hardware is resolved on each worker, not here
+        from vedit_cli.commands.edit_ray import edit_on_ray
+
+        return edit_on_ray(jobs, config, ray, workers, gpus_per_worker, max_retries, clip_timeout, evaluate=evaluate,
+                           quiet=quiet, json_output=json_output, debug=debug_enabled())
     run = resolve_run(config.model)  # once, before any clip: defaults, weights folder, device, dtype
     config = replace(config, model=run.model)
     observer = RichObserver(quiet=quiet or json_output)

@@ -78,7 +78,8 @@ def report_summary(outcomes: list[ClipOutcome], settings: dict, json_output: boo
             "clips": [
                 {"input": str(o.job.input_path), "output": str(o.job.output_path), "prompt": o.job.prompt,
                  "status": o.status, "frames": o.frames, "seconds": round(o.seconds, 3), "fps": round(o.fps, 2),
-                 "error": o.error, "editor": o.editor, "metrics": o.metrics, "notes": o.notes}
+                 "error": o.error, "editor": o.editor, "metrics": o.metrics, "notes": o.notes,
+                 **({"worker": o.worker} if o.worker else {})}  # on Ray: host, pid, hardware, log of its worker
                 for o in outcomes
             ],
         })

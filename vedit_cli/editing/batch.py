@@ -25,6 +25,7 @@ class ClipOutcome:
     editor: str | None = None  # which backend and mode edited it, e.g. "movie teacher: 10 steps x 3 passes, ..."
     metrics: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the output changed and why (e.g. an odd size cropped)
+    worker: dict[str, Any] | None = None  # on Ray: the worker that edited it (host, pid, hardware, log)
 
     @property
     def fps(self) -> float:

@@ -166,3 +166,12 @@ def test_constant_frame_duration_that_spans_the_clip_is_cfr():
     """An edit list reorders packet timestamps (0, 40, 41, 60 at 1/600) but every frame still lasts 20 ticks."""
     assert frame_rate_from_timestamps([0, 40, 41, 60], Fraction(1, 600), None, [20] * 4) == (Fraction(30), True)
     assert frame_rate_from_timestamps([0, 40, 41, 70], Fraction(1, 600), None, [20] * 4)[1] is False
+
+
+@pytest.mark.parametrize("name, extra", [("mpeg2.ts", ("-c:v", "mpeg2video")), ("h264.ts", ()),
+                                         ("mpeg4.mkv", ("-c:v", "mpeg4"))])
+def test_probe_decodes_to_count_where_packets_may_not_be_frames(tmp_path, name, extra):
+    """Field pictures (MPEG-TS) and packed B-frames (MPEG-4 part 2): the frames are decoded and counted instead."""
+    info = probe(make_clip(tmp_path / name, seconds=1.0, rate="25", extra=extra))
+    assert (info.frame_count, info.fps) == (25, Fraction(25))
+    assert sum(1 for _ in read_frames(info)) == 25

@@ -26,9 +26,12 @@ HDR_TRANSFERS = ("smpte2084", "arib-std-b67")
 # ffmpeg's log lines when a file was cut short (mov, matroska, gif): decoding what survives would silently give a
 # shorter clip, so such inputs are refused. Healthy clips log no error at all (checked on every shared clip).
 TRUNCATION_MARKERS = ("partial file", "ended prematurely", "truncat", "lzw decode failed")
-# Codecs whose every copied packet (after the corrections above) is one shown frame.
+# Codecs whose every copied packet (after the corrections above) is one shown frame. Left out: VP8 (hidden alt-ref
+# frames have packets of their own), MPEG-1/2/4 part 2 (packed B-frames, field pictures); and MPEG-TS, which may carry
+# each field of an interlaced H.264/HEVC frame in a packet of its own.
 PACKET_PER_FRAME_CODECS = ("h264", "hevc", "av1", "vp9", "gif", "mjpeg", "png", "apng", "prores", "dnxhd", "rawvideo",
-                           "ffv1", "qtrle", "utvideo", "mpeg4", "mpeg2video", "mpeg1video")
+                           "ffv1", "qtrle", "utvideo")
+FIELD_PACKET_CONTAINERS = ("mpegts",)
 # Bitstream filters that turn a codec's packets into one packet per shown frame.
 FRAME_BSF = {"vp9": "vp9_superframe"}
 PACKET_FLAG_DISCARD = 0x4  # AV_PKT_FLAG_DISCARD: the demuxer's "decode, but do not show" (edit lists)
@@ -78,8 +81,8 @@ def probe(path: str | Path) -> VideoInfo:
     header = result.stderr.split("Stream mapping:")[0]
     container = _container(header, path, result.stderr)
     stream = _video_stream(header, path)
-    if stream.codec in FRAME_BSF or stream.codec not in PACKET_PER_FRAME_CODECS:
-        result = run_ffmpeg(_frame_listing_args(path, stream.codec))
+    if stream.codec in FRAME_BSF or not _packets_are_frames(container, stream.codec):
+        result = run_ffmpeg(_frame_listing_args(path, container, stream.codec))
     frames = _listed_frames(result.stdout)
     if not frames.timestamps:
         raise InputVideoError(f"{path}: the video stream has no decodable frames (empty or corrupt); "
@@ -132,11 +135,16 @@ def _probe_args(path: Path) -> list[str]:
             "-c:v", "copy", "-f", "framecrc", "-"]
 
 
-def _frame_listing_args(path: Path, codec: str) -> list[str]:
+def _packets_are_frames(container: str, codec: str) -> bool:
+    """Whether the copied packets (through FRAME_BSF's filter where it names one) are one per shown frame."""
+    return codec in PACKET_PER_FRAME_CODECS and container not in FIELD_PACKET_CONTAINERS
+
+
+def _frame_listing_args(path: Path, container: str, codec: str) -> list[str]:
     """One framecrc line per shown frame: packets through the codec's filter, or, failing one, decoded frames
     (the demuxer's time base, the cheap `wrapped_avframe` encoder, so no pixel data is hashed)."""
     inputs = ["-nostats", "-noautorotate", "-i", ffmpeg_path(path), "-map", "0:V:0", "-an", "-sn", "-dn"]
-    if codec in FRAME_BSF:
+    if codec in FRAME_BSF and _packets_are_frames(container, codec):
         return [*inputs, "-c:v", "copy", "-bsf:v", FRAME_BSF[codec], "-f", "framecrc", "-"]
     return [*inputs, "-fps_mode", "passthrough", "-enc_time_base:v", "demux", "-c:v", "wrapped_avframe",
             "-f", "framecrc", "-"]

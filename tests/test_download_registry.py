@@ -12,10 +12,10 @@ from vedit_cli.errors import DownloadError, WeightsIntegrityError, WeightsMissin
 from vedit_cli.weights.hub import download_allowed, download_entry, ensure_entries, entry_status
 from vedit_cli.weights.integrity import (
     check_safetensors_only,
-    manifest_record,
+    verified_file_record,
     sha256_of,
     verify_entry,
-    write_manifest,
+    write_verified_record,
 )
 from vedit_cli.weights.registry import REGISTRY, entries_for_backend, require
 
@@ -30,10 +30,10 @@ def fake_entry_folder(weights_dir, name: str, with_manifest: bool) -> None:
         path = folder / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(f"contents of {relative}".encode())
-        records[relative] = manifest_record(folder, relative, sha256_of(path))
+        records[relative] = verified_file_record(folder, relative, sha256_of(path))
     if with_manifest:
         sources = [{"repo_id": s.repo_id, "revision": s.revision, "commit": "0" * 40} for s in REGISTRY[name].sources]
-        write_manifest(folder, sources, records)
+        write_verified_record(folder, sources, records)
 
 
 def test_backends_map_to_the_entries_they_load():
@@ -119,13 +119,13 @@ def test_entry_verified_at_another_pin_is_outdated_and_fetched_again(tmp_path):
         download_entry("taesd", tmp_path)
 
 
-def test_pickle_checkpoints_are_refused_unless_explicitly_allowed(tmp_path):
+def test_pickle_checkpoints_are_always_refused(tmp_path):
     fake_entry_folder(tmp_path, "taesd", with_manifest=False)
     (tmp_path / "taesd" / "diffusion_pytorch_model.bin").write_bytes(b"pickle")
-    with pytest.raises(WeightsIntegrityError, match="pickle checkpoint.*--allow-unsafe-weights"):
+    with pytest.raises(WeightsIntegrityError, match="pickle checkpoint.*safetensors only"):
         ensure_entries(["taesd"], tmp_path, allow_download=False)
-    check_safetensors_only(tmp_path / "taesd", allow_unsafe=True)
-    assert ensure_entries(["taesd"], tmp_path, allow_download=False, allow_unsafe=True)["taesd"].is_dir()
+    with pytest.raises(WeightsIntegrityError, match="pickle checkpoint"):
+        check_safetensors_only(tmp_path / "taesd")
 
 
 def test_list_shows_every_entry_with_source_size_licence_and_status(tmp_path):

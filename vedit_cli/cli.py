@@ -1,4 +1,10 @@
-"""Typer app: `vedit edit | download | benchmark | evaluate`. Thin: each command lives in vedit_cli/commands/."""
+"""Typer app: `vedit edit | download | benchmark | evaluate | train`. Thin: each command lives in vedit_cli/commands/.
+
+One exit style for every command (README "Exit codes"):
+  0 success; 1 a VeditError ("vedit: error: ...", one line) or a failed clip/threshold/regression;
+  2 a usage error (click's usage line naming the option, or one line for an option the backend does not use);
+  130 Ctrl-C; 2 a bug ("vedit: internal error: ...", VEDIT_DEBUG=1 shows the traceback).
+"""
 
 from __future__ import annotations
 
@@ -18,12 +24,15 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES = ("edit", "download", "benchmark", "evaluate", "train")
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BUG = 1, 2, 130, 2
 
 
 def _register_commands() -> None:
     """Each module in vedit_cli/commands exposes `register(app)`; heavy imports stay inside the command bodies."""
     import importlib
 
+    if app.registered_commands or app.registered_groups:  # main() called again in the same process (tests)
+        return
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(f"vedit_cli.commands.{name}")
@@ -34,37 +43,68 @@ def _register_commands() -> None:
         module.register(app)
 
 
+def _click_exception_types() -> tuple[type, ...]:
+    """Typer 0.29 raises the exceptions of its bundled click (typer._click); older Typers those of click."""
+    types: list[type] = []
+    try:
+        from typer._click.exceptions import ClickException
+
+        types.append(ClickException)
+    except ImportError:  # pragma: no cover - Typer without a bundled click
+        pass
+    try:
+        import click
+
+        types.append(click.exceptions.ClickException)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(types)
+
+
+def _abort_types() -> tuple[type, ...]:
+    types: list[type] = [typer.Abort]
+    try:
+        import click
+
+        types.append(click.exceptions.Abort)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(types)
+
+
 def main() -> None:
-    """Console entry point: VeditError -> one line on stderr and exit 1; VEDIT_DEBUG=1 shows tracebacks."""
+    """Console entry point: runs the app and turns every outcome into one exit style (see the module docstring)."""
     _register_commands()
     try:
         exit_code = app(standalone_mode=False)  # click returns typer.Exit's code instead of exiting
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        _interrupted()
     except VeditError as error:
         if os.environ.get("VEDIT_DEBUG") == "1":
             raise
         print(f"vedit: error: {error}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("vedit: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as error:  # a bug: show one line and how to get the traceback
-        import click
-
-        if isinstance(error, click.exceptions.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        if isinstance(error, click.exceptions.Abort):
-            print("vedit: aborted", file=sys.stderr)
-            sys.exit(130)
+        sys.exit(getattr(error, "exit_code", EXIT_ERROR))
+    except _click_exception_types() as error:  # usage: click's usage line, "Try ... --help", the message
+        error.show()
+        sys.exit(error.exit_code)
+    except _abort_types():
+        _interrupted()
+    except Exception as error:  # a bug: one line and how to get the traceback
         if os.environ.get("VEDIT_DEBUG") == "1":
             raise
-        print(f"vedit: internal error: {type(error).__name__}: {error} (set VEDIT_DEBUG=1 for the traceback)", file=sys.stderr)
-        sys.exit(2)
-    if exit_code == 130:  # typer turns Ctrl-C into Exit(130); outputs in progress were already removed
-        print("vedit: interrupted; finished outputs are kept, rerun to resume", file=sys.stderr)
+        print(f"vedit: internal error: {type(error).__name__}: {error} (set VEDIT_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        sys.exit(EXIT_BUG)
+    if exit_code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into Exit(130); outputs in progress were already removed
+        _interrupted()
     sys.exit(exit_code if isinstance(exit_code, int) else 0)
+
+
+def _interrupted() -> None:
+    print("vedit: interrupted; finished outputs are kept, rerun to resume", file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -43,3 +43,9 @@ class EvaluationError(VeditError):
 
 class TrainingDataError(VeditError):
     """Training data is missing, unreadable, or has no usable sample (single bad samples are skipped, not raised)."""
+
+
+class UnusedOptionError(ConfigError):
+    """An option the chosen backend does not use was given: a usage error, so the CLI exits 2 (not 1)."""
+
+    exit_code = 2

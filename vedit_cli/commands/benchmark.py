@@ -7,28 +7,32 @@ from typing import Annotated, Optional
 
 import typer
 
-from vedit_cli.config import BenchmarkConfig
+from vedit_cli.commands.common import Device, Dtype, JsonOutput, WeightsDir, choices, values
+from vedit_cli.config import MOVIE_MODES, BenchmarkConfig
+from vedit_cli.options import MODEL_BACKENDS
 
 _BENCH = BenchmarkConfig()
+ROWS = MODEL_BACKENDS + tuple(f"movie:{mode}" for mode in MOVIE_MODES if mode != "auto")  # copy: nothing to measure
+Row = choices("Row", ROWS)
 
 
 def benchmark(
-    backend: Annotated[Optional[list[str]], typer.Option(help="Row to measure, repeatable: movie[:student|:teacher], svdiff, eve [default: every available backend].", show_default=False)] = None,
-    size: Annotated[Optional[int], typer.Option(help="Frames are SIZE x SIZE pixels [default: 256 on CPU, 512 on GPU].", show_default=False)] = None,
-    frames: Annotated[int, typer.Option(help="Frames per clip (text is encoded once per clip).")] = _BENCH.frames,
-    repeats: Annotated[int, typer.Option(help="Timed clips after the warm-up (min/median/max over them).")] = _BENCH.repeats,
-    warmup: Annotated[int, typer.Option(help="Untimed warm-up frames per row.")] = _BENCH.warmup,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = _BENCH.device,
-    dtype: Annotated[str, typer.Option(help="auto (float16 on GPU, bfloat16 on CPU), float32, float16 or bfloat16.")] = _BENCH.dtype,
+    backend: Annotated[Optional[list[Row]], typer.Option(help="Row to measure, repeatable (default: every available backend).", show_default=False)] = None,
+    size: Annotated[Optional[int], typer.Option(min=64, max=4096, help="Frames are SIZE x SIZE pixels (default: 256 on CPU, 512 on GPU).", show_default=False)] = None,
+    frames: Annotated[int, typer.Option(min=1, help="Frames per clip (text is encoded once per clip).")] = _BENCH.frames,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed clips after the warm-up (min/median/max over them).")] = _BENCH.repeats,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up frames per row.")] = _BENCH.warmup,
+    device: Device = _BENCH.device,
+    dtype: Dtype = _BENCH.dtype,
     random_weights: Annotated[bool, typer.Option("--random-weights", help="Real-size architectures with random weights: no download.")] = _BENCH.random_weights,
     flops_only: Annotated[bool, typer.Option("--flops-only", help="Count FLOPs on the meta device only: seconds, no timing.")] = _BENCH.flops_only,
     reference: Annotated[bool, typer.Option("--reference/--no-reference", help="Add the diffusers InstructPix2Pix row (10 steps x 3 passes, full VAE).")] = _BENCH.reference,
-    reference_steps: Annotated[int, typer.Option(help="Steps of the reference recipe (MoViE Table 1's base: 10).")] = _BENCH.reference_steps,
+    reference_steps: Annotated[int, typer.Option(min=1, help="Steps of the reference recipe (MoViE Table 1's base: 10).")] = _BENCH.reference_steps,
     prompt: Annotated[str, typer.Option(help="Instruction encoded once per clip.")] = _BENCH.prompt,
-    weights_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint folder.", envvar="VEDIT_WEIGHTS")] = None,
+    weights_dir: WeightsDir = None,
     compare: Annotated[Optional[Path], typer.Option(help="A previous --json report: exit 1 when a row regressed.", show_default=False)] = None,
     threshold: Annotated[float, typer.Option(help="Relative change that --compare calls a regression.")] = _BENCH.threshold,
-    json_output: Annotated[bool, typer.Option("--json", help="The report as JSON on stdout (progress stays on stderr).")] = False,
+    json_output: JsonOutput = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Measure FLOPs, s/frame, frames/s and peak memory of each backend beside the InstructPix2Pix reference."""
@@ -39,7 +43,7 @@ def benchmark(
     from vedit_cli.benchmark.run import run_benchmark
 
     config = BenchmarkConfig(
-        backends=tuple(backend or ()), size=size, frames=frames, repeats=repeats, warmup=warmup, device=device,
+        backends=values(backend), size=size, frames=frames, repeats=repeats, warmup=warmup, device=device,
         dtype=dtype, random_weights=random_weights, flops_only=flops_only, reference=reference, reference_steps=reference_steps, prompt=prompt,
         threshold=threshold, weights_dir=weights_dir,
     ).validate()

@@ -26,9 +26,9 @@ from vedit_cli.options import BACKEND_NAMES
 _MODEL = ModelConfig()
 _ENCODE = EncodeConfig()
 _EDIT = EditConfig()
-_GUIDANCE_HELP = "Text guidance scale [default: " + ", ".join(
-    f"{name} {row.guidance_scale:g}" for name, row in BACKEND_DEFAULTS.items()) + "]."
-_STEPS_HELP = "Denoising steps [default: " + ", ".join(f"{name} {row.steps}" for name, row in BACKEND_DEFAULTS.items()) + "]."
+_GUIDANCE_HELP = "Text guidance scale (default: " + ", ".join(
+    f"{name} {row.guidance_scale:g}" for name, row in BACKEND_DEFAULTS.items()) + ")."
+_STEPS_HELP = "Denoising steps (default: " + ", ".join(f"{name} {row.steps}" for name, row in BACKEND_DEFAULTS.items()) + ")."
 
 
 def edit(
@@ -52,7 +52,7 @@ def edit(
     vae: Annotated[Literal[VAE_CHOICES], typer.Option(help="Autoencoder: auto (teacher: full, student: tiny), full or tiny (TAESD).", rich_help_panel=PANEL_MOVIE)] = _MODEL.vae,
     anchor: Annotated[bool, typer.Option("--anchor/--no-anchor", help="Attend to an anchor frame against flicker.", rich_help_panel=PANEL_MOVIE)] = _MODEL.anchor,
     keyframe_interval: Annotated[int, typer.Option(min=0, help="With --anchor: a new anchor every N frames (0: the first frame).", rich_help_panel=PANEL_MOVIE)] = _MODEL.keyframe_interval,
-    caption: Annotated[Optional[str], typer.Option(help="Caption of the edited video [default: the instruction].", show_default=False, rich_help_panel=PANEL_EVE)] = None,
+    caption: Annotated[Optional[str], typer.Option(help="Caption of the edited video (default: the instruction).", show_default=False, rich_help_panel=PANEL_EVE)] = None,
     controlnet_scale: Annotated[float, typer.Option(help="Edit-adapter strength.", rich_help_panel=PANEL_EVE)] = _MODEL.controlnet_scale,
     lora_scale: Annotated[float, typer.Option(help="Alignment LoRA strength.", rich_help_panel=PANEL_EVE)] = _MODEL.lora_scale,
     window: Annotated[int, typer.Option(min=1, help="Frames per temporal window.", rich_help_panel=PANEL_EVE)] = _MODEL.window,

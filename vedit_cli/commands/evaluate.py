@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from vedit_cli.commands.common import Device, JsonOutput, WeightsDir
 from vedit_cli.config import EvaluateConfig
 
 _EVALUATE = EvaluateConfig()
@@ -24,14 +25,14 @@ def evaluate(
     tgve: Annotated[Optional[Path], typer.Option(help="TGVE submission folder (<subset>/<video>/<type>/*.jpg or <video>/<type>.mp4).")] = None,
     tgve_prompts: Annotated[Optional[list[Path]], typer.Option(help="TGVE configs folder, prompts CSV and/or instruction JSON (repeatable).")] = None,
     tgve_source: Annotated[Optional[Path], typer.Option(help="Folder of the TGVE source videos (<video>.mp4 or the zip's layout).")] = None,
-    metrics: Annotated[Optional[str], typer.Option(help="Comma-separated metrics [default: every one whose inputs are given].")] = None,
+    metrics: Annotated[Optional[str], typer.Option(help="Comma-separated metrics (default: every one whose inputs are given).")] = None,
     minimum: Annotated[Optional[list[str]], typer.Option("--min", help="METRIC=VALUE: fail (exit 1) when a clip scores below.")] = None,
     maximum: Annotated[Optional[list[str]], typer.Option("--max", help="METRIC=VALUE: fail (exit 1) when a clip scores above.")] = None,
-    weights_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint folder.", envvar="VEDIT_WEIGHTS")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = _EVALUATE.device,
-    batch_size: Annotated[int, typer.Option(help="Frames per CLIP forward.")] = _EVALUATE.batch_size,
-    frame_size: Annotated[int, typer.Option(help="Frames are resized to this square before CLIP (TGVE: 480).")] = _EVALUATE.frame_size,
-    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable report on stdout.")] = False,
+    weights_dir: WeightsDir = None,
+    device: Device = _EVALUATE.device,
+    batch_size: Annotated[int, typer.Option(min=1, help="Frames per CLIP forward.")] = _EVALUATE.batch_size,
+    frame_size: Annotated[int, typer.Option(min=32, help="Frames are resized to this square before CLIP (TGVE: 480).")] = _EVALUATE.frame_size,
+    json_output: JsonOutput = False,
 ) -> None:
     """Score edited videos: warp error, flicker, CLIPFrame, CLIP text/direction, PickScore, PSNR/SSIM against a
     reference (conventions in --json)."""

@@ -27,6 +27,7 @@ from vedit_cli.settings import ResolvedRun
 
 INSTALL_HINT = 'the --ray option needs Ray, which is not installed: pip install "vedit[ray]"'
 POLL_SECONDS = 0.1  # how long the driver waits for a result before it looks at progress and timeouts
+START_GRACE_SECONDS = 20.0  # the first clips wait this long for the other workers to load, so all share the batch
 KILL_WAIT_SECONDS = 10.0  # after ray.kill, how long to wait for the process to be gone before removing its partials
 
 
@@ -235,6 +236,7 @@ class _Driver:
         self.finished: list[ClipOutcome] = []
         self.frames_finished = 0
         self.started = time.perf_counter()
+        self.first_ready: float | None = None  # when the first worker was ready; dispatch waits for the others
 
     def run(self, runnable: list[ClipOutcome]) -> None:
         self.queue.extend(runnable)
@@ -263,6 +265,8 @@ class _Driver:
         return _Slot(index, actor, actor.start.remote(), replacements=replacements)
 
     def _dispatch(self) -> None:
+        if not self._all_started():
+            return
         for slot in self.slots:
             if slot.state == "idle" and self.queue:
                 slot.outcome = self.queue.popleft()
@@ -294,6 +298,14 @@ class _Driver:
             self._break(slot, f"worker {slot.index} on {info.host}: {info.problem}")
         else:
             slot.state = "idle"
+            self.first_ready = self.first_ready or time.perf_counter()
+
+    def _all_started(self) -> bool:
+        """True once no first start is pending, or the first ready worker has waited START_GRACE_SECONDS."""
+        if self.first_ready is None:
+            return False
+        pending = any(slot.state == "starting" and slot.replacements == 0 for slot in self.slots)
+        return not pending or time.perf_counter() - self.first_ready > START_GRACE_SECONDS
 
     def _finished(self, slot: _Slot, result: ClipOutcome) -> None:
         outcome = slot.outcome

@@ -131,8 +131,8 @@ class ParquetTriplets:
         files = [path] if Path(path).is_file() else sorted(Path(path).rglob("*.parquet"))
         self.files, self.groups = files, []  # groups: (file index, row group, first row, rows)
         for file_index, file in enumerate(files):
-            metadata = pq.ParquetFile(file).metadata
-            names = set(metadata.schema.names)
+            parquet = pq.ParquetFile(file)
+            metadata, names = parquet.metadata, set(parquet.schema_arrow.names)
             missing = [name for name in (columns.source, columns.instruction, columns.edited) if name not in names]
             if missing:
                 raise ConfigError(f"{file} has no column {missing[0]!r} (columns: {sorted(names)}); name the "

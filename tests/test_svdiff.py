@@ -171,10 +171,12 @@ def test_untrained_memory_equals_plain_lcm_editing(svdiff_weights):
 
 
 def test_matches_diffusers_lcm_img2img_pipeline_without_memory(svdiff_weights):
-    """Differential check of inversion, latent scaling, scheduler use and noise: guidance 1 (no CFG) as the pipeline."""
+    """Differential check of forward noising (`--svdiff-init noise`), latent scaling, scheduler use and noise:
+    guidance 1 (no CFG) as the pipeline."""
     from diffusers import LatentConsistencyModelImg2ImgPipeline
 
-    editor = _editor(svdiff_weights["plain"], "make it red", guidance_scale=1.0, seed=5, strength=0.6)
+    editor = _editor(svdiff_weights["plain"], "make it red", guidance_scale=1.0, seed=5, strength=0.6,
+                     svdiff_init="noise")
     frame = _frames(1)
     ours = editor.edit(frame)
     parts = editor.parts

@@ -26,12 +26,13 @@ class SamplingDefaults:
 
 
 # movie teacher: InstructPix2Pix's recipe (MoViE Table 1: 10 steps); student: 1 step from pure noise (trailing);
-# eve: AnimateDiff + ControlNet DDIM; svdiff: LCM-LoRA, 3 steps (SVDiff sec. 5.1), low guidance (LCM is distilled
-# for 1-2; 7.5 oversaturates).
+# eve: AnimateDiff + ControlNet DDIM from pure noise, so trailing (the first step at the last training timestep,
+# Lin et al. arXiv 2305.08891; SD1.5's stored "leading" starts at 951 of 999 with 20 steps); svdiff: LCM-LoRA,
+# 3 steps (SVDiff sec. 5.1), low guidance (LCM is distilled for 1-2; 7.5 oversaturates).
 BACKEND_DEFAULTS: dict[str, SamplingDefaults] = {
     "movie:teacher": SamplingDefaults(steps=10, guidance_scale=7.5, spacing=None),
     "movie:student": SamplingDefaults(steps=1, guidance_scale=7.5, spacing="trailing"),
-    "eve": SamplingDefaults(steps=20, guidance_scale=7.5, spacing=None),
+    "eve": SamplingDefaults(steps=20, guidance_scale=7.5, spacing="trailing"),
     "svdiff": SamplingDefaults(steps=3, guidance_scale=1.5, spacing=None),
 }
 

@@ -71,12 +71,18 @@ def for_unet(unet) -> GuidanceEmbedding:
     return embedding.to(device=unet.device, dtype=unet.dtype).eval()
 
 
-def save(embedding: GuidanceEmbedding, path: Path) -> Path:
-    """Weights as safetensors, the module's config in the file's metadata."""
+def save(embedding: GuidanceEmbedding, path: Path, trained_steps: int = 1, timestep_spacing: str = "trailing") -> Path:
+    """Weights as safetensors; the module's config and the step schedule the student was distilled for
+    (`trained_steps`, `timestep_spacing`: MoViE's one step from pure noise by default) in the file's metadata,
+    which inference reads back (backends.movie.student.trained_schedule)."""
     from safetensors.torch import save_file
 
+    if trained_steps < 1:
+        raise ConfigError(f"trained_steps must be at least 1, got {trained_steps}")
     tensors = {name: tensor.detach().float().contiguous().cpu() for name, tensor in embedding.state_dict().items()}
-    save_file(tensors, str(path), metadata={"config": json.dumps(embedding.config)})
+    metadata = {"config": json.dumps(embedding.config), "trained_steps": str(int(trained_steps)),
+                "timestep_spacing": timestep_spacing}
+    save_file(tensors, str(path), metadata=metadata)
     return Path(path)
 
 

@@ -114,6 +114,7 @@ class UNetMemory(nn.Module):
         )
         self.state: dict[tuple[int, int], torch.Tensor] = {}
         self.step = 0
+        self.bypass = False  # True: the UNet runs as if no memory were attached (state neither read nor written)
         self._hooks: list = []
 
     def attach(self, unet: nn.Module) -> "UNetMemory":
@@ -136,6 +137,8 @@ class UNetMemory(nn.Module):
 
     def _hook_for(self, index: int):
         def hook(module, args, output):
+            if self.bypass:
+                return output
             tupled = isinstance(output, tuple)
             features = output[0] if tupled else output.sample
             features, next_memory = self.blocks[index](features, self._read(index, features.shape[0]))
@@ -163,6 +166,15 @@ class UNetMemory(nn.Module):
             yield self
         finally:
             self.step = previous
+
+    @contextmanager
+    def bypassed(self):
+        """Inside this block the memory is neither read nor written: the plain UNet (SVDiff's inversion pass)."""
+        previous, self.bypass = self.bypass, True
+        try:
+            yield self
+        finally:
+            self.bypass = previous
 
     def clear(self) -> None:
         """Forget the stream: the next frame starts from M^0."""

@@ -25,9 +25,10 @@ MOTION_ADAPTER_NAME = "animatediff-motion-adapter"
 LORA_NAME = "eve-lora"
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' LoRA file name (peft keys, "unet." prefix)
 LORA_ADAPTER = "eve-align"
-# AnimateDiff's own inference schedule (its configs and diffusers' AnimateDiff docs): DDIM on linear betas.
-ANIMATEDIFF_DDIM = dict(beta_schedule="linear", clip_sample=False, timestep_spacing="trailing", steps_offset=1)
-SD15_BETAS = dict(beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000)
+# stable-diffusion-v1-5 scheduler/scheduler_config.json: for the random-weights benchmark stack only; loaded stacks
+# read the checkpoint's own file.
+SD15_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+                      clip_sample=False, set_alpha_to_one=False, steps_offset=1)
 CLIP_BOS, CLIP_EOS = 49406, 49407  # openai/clip-vit-large-patch14 special tokens
 
 
@@ -63,17 +64,19 @@ def motion_unet(unet2d: torch.nn.Module, motion_adapter: torch.nn.Module) -> tor
     return UNetMotionModel.from_unet2d(unet2d, motion_adapter)
 
 
-def ddim_scheduler(scheduler_config: dict | None = None):
-    """DDIM with AnimateDiff's inference settings over the checkpoint's betas (the paper samples with DDIM)."""
+def ddim_scheduler(scheduler_config: dict, spacing: str | None = None):
+    """DDIM (deterministic and stateless: blended windows and the anchor pass step the same schedule) over the
+    stored scheduler config's betas, offset and clipping; `spacing` is the run's (None: the config's own)."""
     from diffusers import DDIMScheduler
 
-    if scheduler_config is None:
-        return DDIMScheduler(**SD15_BETAS, **ANIMATEDIFF_DDIM)
-    return DDIMScheduler.from_config(scheduler_config, **ANIMATEDIFF_DDIM)
+    overrides = {"timestep_spacing": spacing} if spacing else {}
+    return DDIMScheduler.from_config(scheduler_config, **overrides)
 
 
-def load_stack(weights_dir: Path, lora_scale: float, device: torch.device, dtype: torch.dtype) -> EveStack:
-    """Load backbone, adapters and (when present) the alignment LoRA from `weights_dir`."""
+def load_stack(weights_dir: Path, lora_scale: float, device: torch.device, dtype: torch.dtype,
+               spacing: str | None = None) -> EveStack:
+    """Load backbone, adapters and (when present) the alignment LoRA from `weights_dir`; the schedule is the
+    backbone's stored scheduler config with the run's timestep spacing."""
     from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -93,7 +96,7 @@ def load_stack(weights_dir: Path, lora_scale: float, device: torch.device, dtype
         vae=_frozen(AutoencoderKL.from_pretrained(str(sd15), subfolder="vae", **options), device, dtype),
         unet=_frozen(unet, device, dtype),
         controlnet=_frozen(ControlNetModel.from_pretrained(str(controlnet_dir), **options), device, dtype),
-        scheduler=ddim_scheduler(dict(ddim_scheduler_config(sd15))),
+        scheduler=ddim_scheduler(dict(ddim_scheduler_config(sd15)), spacing),
         lora_loaded=lora_file is not None,
     )
 
@@ -123,7 +126,7 @@ def attach_lora(unet: torch.nn.Module, path: Path, scale: float) -> None:
     unet.set_adapters([LORA_ADAPTER], weights=[scale])
 
 
-def random_stack(device: torch.device, dtype: torch.dtype) -> EveStack:
+def random_stack(device: torch.device, dtype: torch.dtype, spacing: str | None = None) -> EveStack:
     """The real-size stack from published configs with random weights (benchmarks: no download, no tokenizer)."""
     from vedit_cli.models import architectures as arch
 
@@ -134,7 +137,7 @@ def random_stack(device: torch.device, dtype: torch.dtype) -> EveStack:
         vae=_frozen(arch.build_vae(device="cpu"), device, dtype),
         unet=_frozen(unet, device, dtype),
         controlnet=_frozen(arch.build_controlnet(device="cpu"), device, dtype),
-        scheduler=ddim_scheduler(),
+        scheduler=ddim_scheduler(SD15_SCHEDULER, spacing),
     )
 
 

@@ -46,12 +46,12 @@ class EveEditor(Editor):
 
     @classmethod
     def from_run(cls, run: ResolvedRun) -> "EveEditor":
-        stack = load_stack(run.weights_dir, run.model.lora_scale, run.device, run.dtype)
+        stack = load_stack(run.weights_dir, run.model.lora_scale, run.device, run.dtype, run.spacing)
         return cls(_checked(stack, run.model), run)
 
     @classmethod
     def random_weights(cls, run: ResolvedRun) -> "EveEditor":
-        return cls(_checked(random_stack(run.device, run.dtype), run.model), run)
+        return cls(_checked(random_stack(run.device, run.dtype, run.spacing), run.model), run)
 
     def _describe(self) -> str:
         passes = 2 if self.config.guidance_scale > 1.0 else 1

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Iterable, Optional
 
 import typer
 
-from vedit_cli.errors import ConfigError
+from vedit_cli.errors import UnusedOptionError
 
 if TYPE_CHECKING:  # the option types below are read at start-up: no torch, no Ray imported by this module
     from vedit_cli.config import EditConfig
@@ -93,7 +93,7 @@ def check_ray_options(ray: str | None, given: Iterable[str]) -> None:
     if ray is None:
         for name in RAY_ONLY:
             if name in given:
-                raise ConfigError(f"--{name.replace('_', '-')} is used only with --ray local|auto|ADDRESS")
+                raise UnusedOptionError(f"--{name.replace('_', '-')} is used only with --ray local|auto|ADDRESS")
 
 
 def edit_on_ray(jobs, config: "EditConfig", address: str, workers: int | None, gpus_per_worker: float | None,

@@ -72,6 +72,7 @@ class RayProgress:
     failed: int
     frames: int
     frames_per_second: float
+    driver_overhead: float = 0.0  # seconds per finished clip between dispatch and result not spent editing (mean)
 
 
 class RayObserver(Protocol):
@@ -235,6 +236,7 @@ class _Driver:
         self.slots: list[_Slot] = []
         self.finished: list[ClipOutcome] = []
         self.frames_finished = 0
+        self.overheads: list[float] = []  # per clip: driver round trip minus the worker's own clip seconds
         self.started = time.perf_counter()
         self.first_ready: float | None = None  # when the first worker was ready; dispatch waits for the others
 
@@ -313,6 +315,7 @@ class _Driver:
             setattr(outcome, name, getattr(result, name))
         outcome.worker = slot.info.as_dict()
         self.frames_finished += outcome.frames
+        self.overheads.append(max(0.0, time.perf_counter() - slot.started - result.seconds))
         slot.state, slot.outcome = "idle", None
         self._report(outcome)
 
@@ -369,7 +372,9 @@ class _Driver:
         frames = self.frames_finished + sum(slot.frames for slot in running)
         elapsed = time.perf_counter() - self.started
         total = len(self.finished) + len(running) + len(self.queue)
-        return RayProgress(total, done, len(running), failed, frames, frames / elapsed if elapsed > 0 else 0.0)
+        overhead = sum(self.overheads) / len(self.overheads) if self.overheads else 0.0
+        return RayProgress(total, done, len(running), failed, frames, frames / elapsed if elapsed > 0 else 0.0,
+                           overhead)
 
     # -- helpers
 

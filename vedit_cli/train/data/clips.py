@@ -4,7 +4,7 @@
 S apart fit; `load(index)` opens the clip, seeks and decodes just those frames ({"frames": uint8 [L, H, W, 3],
 "clip": path, "start": frame}). `open_clips(path)` accepts a clip, a folder of clips, or a CSV/JSONL manifest with an
 `input` (or `clip`/`path`) column. Clip lengths are read once from the container when the source is built.
-Random access costs a seek and a decode from the previous keyframe (about 50 ms a frame at 512x512, FACTS.md):
+Random access costs a seek and a decode from the previous keyframe (about 50 ms a frame at 512x512 with decord):
 for small worlds extract frames once into a cache and train on that instead.
 """
 

@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vedit_cli.errors import ConfigError, OutputError, WeightsMissingError
-from vedit_cli.train.data.samples import BadSample
 from vedit_cli.train.config import Pix2PixConfig, TrainerConfig, TripletColumns  # noqa: F401 (the API)
+from vedit_cli.train.data.samples import BadSample
 from vedit_cli.train.data.triplets import open_triplets
 from vedit_cli.train.randomness import SampleRandom
 from vedit_cli.train.trainer import Progress, train
@@ -48,9 +49,24 @@ def train_pix2pix(config: Pix2PixConfig, progress: Progress | None = None) -> Pa
     output = Path(config.output_dir)
     if (output / "model_index.json").exists() and not (config.overwrite or config.trainer.resume):
         raise OutputError(f"{output} already holds a model; pass --overwrite to replace it or --resume to continue")
+    _check_work_dir(config)
     if not 0 <= config.conditioning_dropout <= 1 / 3:
         raise ConfigError(f"--conditioning-dropout must be between 0 and 1/3, got {config.conditioning_dropout}")
     return train(Pix2PixRecipe(config), config.trainer, progress).output
+
+
+def _check_work_dir(config: Pix2PixConfig) -> None:
+    """A work folder with checkpoints is continued (--resume) or replaced (--overwrite), never silently mixed."""
+    from vedit_cli.train.checkpoints import latest_checkpoint
+
+    work_dir = config.trainer.work_dir
+    found = latest_checkpoint(work_dir)
+    if found is None or config.trainer.resume:
+        return
+    if not config.overwrite:
+        raise OutputError(f"{work_dir} holds checkpoints (newest: {found.name}); pass --resume to continue that run "
+                          "or --overwrite to start again")
+    shutil.rmtree(Path(work_dir) / "checkpoints")
 
 
 def condition_dropout(uniform: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +132,7 @@ class Pix2PixRecipe:
         self.base = check_base(config.base)
         self.source = open_triplets(config.data, config.columns) if isinstance(config.data, (str, Path)) else config.data
         self.tokenizer = CLIPTokenizer.from_pretrained(str(self.base), subfolder="tokenizer", local_files_only=True)
-        if len(self.tokenizer) <= 2:  # transformers returns an empty tokenizer instead of raising (FACTS.md)
+        if len(self.tokenizer) <= 2:  # transformers returns an empty tokenizer instead of raising when its files are missing
             raise WeightsMissingError(f"base model {self.base}: tokenizer/ holds no usable vocabulary")
         load = dict(use_safetensors=True, local_files_only=True)
         try:

@@ -1,0 +1,65 @@
+"""The trainer in one process: gradient accumulation == the bigger batch, EMA saved and resumed, gradient
+checkpointing changes nothing, a work folder with checkpoints is never silently mixed with a new run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests import tiny
+from tests.train_helpers import relative_difference, unet_weights, write_triplets
+
+ACCUMULATION_TOLERANCE = 1e-3  # as the 2-process test: summation order only (see test_train_pix2pix.py)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return tiny.save_sd15(tmp_path_factory.mktemp("base") / "sd15")
+
+
+@pytest.fixture(scope="module")
+def triplets(tmp_path_factory) -> Path:
+    return write_triplets(tmp_path_factory.mktemp("triplets"), count=8)
+
+
+def _train(base, triplets, output: Path, **trainer_fields) -> Path:
+    from vedit_cli.train.config import Pix2PixConfig, TrainerConfig
+    from vedit_cli.train.recipes.pix2pix import train_pix2pix
+
+    torch.set_num_threads(1)
+    fields = dict(max_steps=3, batch_size=4, learning_rate=1e-3, cpu=True, checkpoint_every=100) | trainer_fields
+    return train_pix2pix(Pix2PixConfig(base=base, data=triplets, output_dir=output, resolution=32, random_resize=1.0,
+                                       random_flip=False, trainer=TrainerConfig(**fields)))
+
+
+def test_gradient_accumulation_matches_the_bigger_batch(base, triplets, tmp_path):
+    whole = _train(base, triplets, tmp_path / "whole")
+    accumulated = _train(base, triplets, tmp_path / "accumulated", batch_size=2, gradient_accumulation_steps=2)
+    assert relative_difference(unet_weights(accumulated), unet_weights(whole), unet_weights(base)) < ACCUMULATION_TOLERANCE
+
+
+def test_gradient_checkpointing_gives_the_same_weights(base, triplets, tmp_path):
+    plain = _train(base, triplets, tmp_path / "plain", max_steps=2)
+    checkpointed = _train(base, triplets, tmp_path / "checkpointed", max_steps=2, gradient_checkpointing=True)
+    assert relative_difference(unet_weights(checkpointed), unet_weights(plain), unet_weights(base)) < 1e-4
+
+
+def test_ema_weights_are_saved_and_resumed(base, triplets, tmp_path):
+    plain = _train(base, triplets, tmp_path / "plain", max_steps=4)
+    straight = _train(base, triplets, tmp_path / "straight", max_steps=4, ema_decay=0.5)
+    assert relative_difference(unet_weights(straight), unet_weights(plain), unet_weights(base)) > 0.05
+    _train(base, triplets, tmp_path / "resumed", max_steps=2, ema_decay=0.5, checkpoint_every=2)
+    resumed = _train(base, triplets, tmp_path / "resumed", max_steps=4, ema_decay=0.5, checkpoint_every=2, resume=True)
+    weights, reference = unet_weights(resumed), unet_weights(straight)
+    assert max(float((weights[k] - reference[k]).abs().max()) for k in weights) < 1e-6
+
+
+def test_a_work_folder_with_checkpoints_needs_resume_or_overwrite(base, triplets, tmp_path):
+    from vedit_cli.errors import OutputError
+
+    _train(base, triplets, tmp_path / "out", max_steps=1)
+    (tmp_path / "out").rename(tmp_path / "elsewhere")  # the output is gone, the checkpoints are not
+    with pytest.raises(OutputError, match="--resume to continue"):
+        _train(base, triplets, tmp_path / "out", max_steps=1)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from vedit_cli.commands.common import print_json, quiet_libraries, stderr_console
+from vedit_cli.commands.common import JsonOutput, Quiet, print_json, quiet_libraries, stderr_console
+from vedit_cli.train.config import MIXED_PRECISION
 
 
 def _defaults(cls) -> dict:
@@ -30,7 +31,7 @@ def register(app: typer.Typer) -> None:
         data: Annotated[Path, typer.Argument(help="Triplets: a folder, a CSV/JSONL table (source, instruction, edited) or InstructPix2Pix parquet files.", show_default=False)],
         base: Annotated[Path, typer.Option(help="Stable Diffusion folder (UNet widened to 8 input channels) or InstructPix2Pix folder (fine-tuned), diffusers layout.", show_default=False)],
         output: Annotated[Path, typer.Option("--output", "-o", help="InstructPix2Pix folder to write (for `vedit edit --backend movie --weights-dir W`: W/instruct-pix2pix).", show_default=False)],
-        work_dir: Annotated[Path | None, typer.Option(help="Checkpoints, log.jsonl and validation images [default: OUTPUT.training].", show_default=False)] = None,
+        work_dir: Annotated[Path | None, typer.Option(help="Checkpoints, log.jsonl and validation images (default: OUTPUT.training).", show_default=False)] = None,
         max_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = T["max_steps"],
         batch_size: Annotated[int, typer.Option(help="Samples per process per micro-step (global batch = batch x processes x accumulation).")] = T["batch_size"],
         gradient_accumulation_steps: Annotated[int, typer.Option(help="Micro-steps per optimizer step.")] = T["gradient_accumulation_steps"],
@@ -38,28 +39,28 @@ def register(app: typer.Typer) -> None:
         lr_scheduler: Annotated[str, typer.Option(help="constant, linear, cosine, constant_with_warmup, ...")] = T["lr_scheduler"],
         lr_warmup_steps: Annotated[int, typer.Option(help="Warm-up steps of the schedule.")] = T["lr_warmup_steps"],
         max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping norm (0: none).")] = T["max_grad_norm"],
-        mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 (the UNet's master weights stay float32).")] = T["mixed_precision"],
+        mixed_precision: Annotated[Literal[MIXED_PRECISION], typer.Option(help="Autocast dtype (the UNet's master weights stay float32).")] = T["mixed_precision"],
         gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in backward: less memory, slower.")] = T["gradient_checkpointing"],
         ema_decay: Annotated[float | None, typer.Option(help="Keep an EMA of the UNet with this decay (e.g. 0.9999) and save it.", show_default=False)] = None,
         checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps (and at the end).")] = T["checkpoint_every"],
         keep_checkpoints: Annotated[int, typer.Option(help="Keep the last K checkpoints.")] = T["keep_checkpoints"],
         validate_every: Annotated[int, typer.Option(help="Write validation edits every N steps (0: never).")] = T["validate_every"],
-        validation_data: Annotated[Path | None, typer.Option(help="Triplets for validation [default: the first training samples].", show_default=False)] = None,
+        validation_data: Annotated[Path | None, typer.Option(help="Triplets for validation (default: the first training samples).", show_default=False)] = None,
         validation_count: Annotated[int, typer.Option(help="Validation samples per round.")] = P["validation_count"],
         resolution: Annotated[int, typer.Option(help="Training crop size in pixels (the paper: 256).")] = P["resolution"],
         random_resize: Annotated[float, typer.Option(help="Resize the short side to resolution x U(1, this) then crop (the paper: 288/256); 1: centre crop.")] = P["random_resize"],
         random_flip: Annotated[bool, typer.Option(help="Flip source and edit together half the time.")] = P["random_flip"],
         conditioning_dropout: Annotated[float, typer.Option(help="Drop the text, the image, and both, each for this fraction of samples (the paper: 0.05).")] = P["conditioning_dropout"],
-        source_column: Annotated[str | None, typer.Option(help="Source image column [default: original_image for parquet (input_image for fusing/instructpix2pix-1000-samples), source for CSV/JSONL].", show_default=False)] = None,
-        instruction_column: Annotated[str | None, typer.Option(help="Instruction column [default: edit_prompt / instruction].", show_default=False)] = None,
-        edited_column: Annotated[str | None, typer.Option(help="Edited image column [default: edited_image / edited].", show_default=False)] = None,
+        source_column: Annotated[str | None, typer.Option(help="Source image column (default: original_image for parquet (input_image for fusing/instructpix2pix-1000-samples), source for CSV/JSONL).", show_default=False)] = None,
+        instruction_column: Annotated[str | None, typer.Option(help="Instruction column (default: edit_prompt / instruction).", show_default=False)] = None,
+        edited_column: Annotated[str | None, typer.Option(help="Edited image column (default: edited_image / edited).", show_default=False)] = None,
         seed: Annotated[int, typer.Option(help="Seed of the data order and of every per-sample draw.")] = T["seed"],
         resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint in the work folder.")] = T["resume"],
         num_workers: Annotated[int, typer.Option(help="Data-loading worker processes per training process.")] = T["num_workers"],
         cpu: Annotated[bool, typer.Option(help="Train on the CPU even when a GPU is there.")] = T["cpu"],
         overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = P["overwrite"],
-        as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
-        quiet: Annotated[bool, typer.Option(help="Show only errors.")] = False,
+        as_json: JsonOutput = False,
+        quiet: Quiet = False,
     ) -> None:
         """Train InstructPix2Pix (Brooks et al., arXiv 2211.09800) on (source, instruction, edited) triplets."""
         quiet_libraries()

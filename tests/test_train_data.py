@@ -179,5 +179,5 @@ def test_a_bad_sample_is_replaced_by_a_readable_one_with_weight_zero():
     first, second = batches[0], batches[1]
     assert first["value"].tolist() == [1, 1, 2] and first["weight"].tolist() == [0.0, 1.0, 1.0]
     assert first["skipped"] == ["sample 0: broken"] and second["skipped"] == ["sample 4: broken"]
-    with pytest.raises(TrainingDataError, match="no sample"):
+    with pytest.raises(TrainingDataError, match="none of the 6 training samples"):
         MicroBatches(_Source(set(range(6))), plan, 0, 0, 1, lambda raw, seed: raw, lambda s: {})[0]

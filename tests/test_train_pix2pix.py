@@ -123,7 +123,8 @@ def test_data_with_no_readable_sample_is_one_line(base, tmp_path):
     table = write_triplets(tmp_path / "data", count=2, bad={0: "missing", 1: "corrupt"})
     config = Pix2PixConfig(base=base, data=table, output_dir=tmp_path / "out", resolution=32,
                            trainer=TrainerConfig(max_steps=1, batch_size=1, cpu=True))
-    with pytest.raises(TrainingDataError, match=f"no sample of {table} could be read") as error:
+    expected = f"none of the 2 training samples could be read \\(first: {table} line 2: unreadable image"
+    with pytest.raises(TrainingDataError, match=expected) as error:
         train_pix2pix(config)
     assert "\n" not in str(error.value)
 

@@ -68,15 +68,16 @@ class MicroBatches(torch.utils.data.Dataset):
     def _fallback_sample(self, seed: int) -> dict:
         """The first readable sample of the source (weight 0: it only keeps the batch shape)."""
         if self._fallback is None:
+            first_error = None
             for index in range(len(self.source)):
                 try:
                     self._fallback = self.prepare(self.source.load(index), seed)
                     break
-                except BadSample:
-                    continue
+                except BadSample as error:
+                    first_error = first_error or f"{self.source.describe(index)}: {error}"
             else:
-                raise TrainingDataError(f"no sample of {self.source.describe(0).split(':')[0]} could be read; "
-                                        "check the data path and format")
+                raise TrainingDataError(f"none of the {len(self.source)} training samples could be read (first: "
+                                        f"{first_error}); check the data path and format")
         return self._fallback
 
 

@@ -72,8 +72,8 @@ def validation_images(recipe, unet, folder: Path) -> None:
     pipe.set_progress_bar_config(disable=True)
     for index in range(min(config.validation_count, len(data))):
         try:
-            sample = recipe.prepare_sample(data.load(index), seed=index)
-            raw_instruction = data.load(index)["instruction"]
+            raw = data.load(index)
+            sample, raw_instruction = recipe.prepare_sample(raw, seed=index), str(raw["instruction"])
         except BadSample:
             continue
         source = _to_image(sample["source"])

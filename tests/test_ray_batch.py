@@ -207,3 +207,23 @@ def test_a_clip_over_its_timeout_is_stopped_counted_failed_and_leaves_nothing(ra
     assert outcome.status == "failed" and "--clip-timeout 0.3 s" in outcome.error
     assert not outcome.job.output_path.exists()
     assert _partials(tmp_path / "out") == []
+
+
+class _InterruptOnPartial(SilentRayObserver):
+    """Ctrl-C in the driver (KeyboardInterrupt) as soon as a worker's partial file exists."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def progress(self, snapshot) -> None:
+        if any(self.folder.glob(".*.partial.mp4")):
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_stops_the_workers_and_removes_their_partials(ray_instance, tmp_path):
+    long_clip = make_clip(tmp_path / "long.mp4", seconds=8, size="320x240")
+    jobs = plan_jobs([str(long_clip)], "", None, tmp_path / "out", None)
+    with pytest.raises(KeyboardInterrupt):
+        _run_ray(jobs, _copy_config(), _InterruptOnPartial(tmp_path / "out"), workers=1)
+    assert not jobs[0].output_path.exists()
+    assert _partials(tmp_path / "out") == []

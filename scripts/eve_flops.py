@@ -122,7 +122,7 @@ def main() -> None:
     for name, value in stages.items():
         print(f"    {name:<36} {value:8.2f} T")
     print(f"    {'total':<36} {sum(stages.values()):8.2f} T")
-    print(f"\n  reference: SD1.5 UNet pass at this size {t['sd15_unet_pass']:.3f} T (FACTS.md: 0.698 T for the "
+    print(f"\n  reference: SD1.5 UNet pass at this size {t['sd15_unet_pass']:.3f} T (measured: 0.698 T for the "
           f"8-channel IP2P UNet at 480)")
     for label, total, unet, _paper in movie_rows(args.size):
         print(f"  movie {label:<42} {total:8.2f} T per frame (UNet {unet:.2f} T)")

@@ -44,11 +44,15 @@ def test_explicit_student_without_weights_is_refused(tiny_weights):
 
 
 def test_untrained_student_equals_teacher_conditional_pass(tiny_weights, tmp_path):
-    """Zero-initialised embedding: the student's one pass is the teacher's (c_I, c_T) pass (s_T = s_I = 1)."""
+    """Zero-initialised embedding: the student's one pass is the teacher's (c_I, c_T) pass (s_T = s_I = 1), on the
+    same schedule (the student samples with trailing spacing, the teacher with its checkpoint's)."""
+    from vedit_cli.backends.movie.loading import with_spacing
+
     frames = random_frames()
     student = make_editor(weights_with_student(tiny_weights, tmp_path), guidance_scale=7.5, vae="tiny")
     teacher = make_editor(tiny_weights, guidance_scale=1.0, image_guidance_scale=1.0, vae="tiny")
     assert teacher.plan.passes == ("text_image",)
+    teacher.components.scheduler = with_spacing(teacher.components.scheduler, student.run.spacing)
     for editor in (student, teacher):
         editor.prepare("make it snowy")
     assert torch.allclose(student.edit(frames), teacher.edit(frames), atol=1e-6)

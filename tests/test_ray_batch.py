@@ -227,3 +227,17 @@ def test_ctrl_c_stops_the_workers_and_removes_their_partials(ray_instance, tmp_p
         _run_ray(jobs, _copy_config(), _InterruptOnPartial(tmp_path / "out"), workers=1)
     assert not jobs[0].output_path.exists()
     assert _partials(tmp_path / "out") == []
+
+
+def test_cli_joins_a_running_cluster_and_json_names_each_clips_worker(ray_instance, clips, tmp_path):
+    from tests.cli_helpers import run_vedit
+
+    result = run_vedit("edit", clips, "", "--backend", "copy", "--preset", "ultrafast", "--output-dir", tmp_path,
+                       "--ray", "auto", "--workers", "2", "--json")
+    assert result.code == 1, result.stderr  # the broken clip
+    report = result.json()
+    assert report["summary"] == {"ok": 3, "skipped": 0, "failed": 1}
+    assert report["settings"]["ray"]["workers"] == 2 and report["settings"]["dtype_reason"] == "resolved on each Ray worker"
+    edited = [clip for clip in report["clips"] if clip["status"] == "ok"]
+    assert all(clip["worker"]["hardware"]["device"] == "cpu" and clip["worker"]["log"] for clip in edited)
+    assert "broken.mp4" in result.stderr and result.stderr.count("failed  ") == 1

@@ -5,7 +5,7 @@ stand-ins (torch.func.functional_call) and its inputs moved to meta, so it costs
 480x480), and the caller gets zeros of the right shape on its own device. The backend's glue (scheduler,
 guidance arithmetic) keeps running on real tensors and its weights stay where they are. The math attention path
 is forced while counting: torch's counter has no formula for the fused CPU kernel and would read the UNet 14% low
-(FACTS.md).
+(0.600 T instead of 0.698 T for the InstructPix2Pix UNet at 480x480, measured on a CPU).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""MoViE multimodal guidance distillation: the guidance scales (s_I, s_T) become an input of the UNet.
+"""MoViE (arXiv 2412.06578) multimodal guidance distillation: the guidance scales (s_I, s_T) become an input of
+the UNet.
 
 Each scale is embedded sinusoidally (as timesteps are, times `scale_multiplier` as LCM does for its guidance
 embedding), the two embeddings are concatenated, an MLP maps them to the UNet's timestep-embedding width, and the

@@ -1,4 +1,5 @@
-"""SVDiff's spatial-aware temporal memory and recurrent memory attention (Chen et al. 2024, sec. 4.2, eq. 6-8).
+"""SVDiff's spatial-aware temporal memory and recurrent memory attention (Chen et al., arXiv 2405.19726,
+sec. 4.2, eq. 6-8).
 
 One `MemoryAttention` follows every transformer block (diffusers `Transformer2DModel`) of the UNet. It runs a
 self-attention over the concatenation [F^n; M^n] of the block's output features and an h x w memory, and returns

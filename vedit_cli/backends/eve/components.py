@@ -1,7 +1,7 @@
 """The EVE stack: an SD1.5 backbone with an image-editing adapter (ControlNet) and a video adapter (AnimateDiff).
 
-EVE (Singer et al. 2024, "Video Editing via Factorized Diffusion Distillation") stacks both adapters on one frozen
-text-to-image backbone, plus optional alignment LoRA weights on the backbone. Public stand-ins: SD1.5, the
+EVE (Singer et al., arXiv 2403.09334, "Video Editing via Factorized Diffusion Distillation") stacks both adapters
+on one frozen text-to-image backbone, plus optional alignment LoRA weights on the backbone. Public stand-ins: SD1.5, the
 instruction ControlNet `control_v11e_sd15_ip2p` and the AnimateDiff motion adapter v1-5-2. Everything loads from
 local folders (safetensors only); a missing folder is one WeightsMissingError line.
 """

@@ -28,7 +28,7 @@ def chunk_frames(window: int, overlap: int, chunk_windows: int) -> int:
 
 
 class EveEditor(Editor):
-    """EVE video editing (Singer et al. 2024): edit adapter per frame, video adapter per window, anchored on frame 0."""
+    """EVE video editing (arXiv 2403.09334): edit adapter per frame, video adapter per window, anchored on frame 0."""
 
     latency = 0
     size_multiple = 8

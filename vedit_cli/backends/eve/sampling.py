@@ -3,8 +3,9 @@
 Latents are laid out [C, T, h, w] (channels, frames), the layout diffusers' UNetMotionModel takes per video.
 Per step, every window of a chunk predicts noise with the full stack (edit adapter on each frame, video adapter
 across the window), takes its DDIM step, and the windows' results are blended with the planner's cross-fade
-weights (FreeNoise-style, Qiu et al. 2024), so no seam survives to the next step. EVE conditions its video adapter
-on the first frame edited by the edit adapter alone (Sec. 4.1); with AnimateDiff, which takes no image input, the
+weights (FreeNoise-style, Qiu et al., arXiv 2310.15169), so no seam survives to the next step. EVE
+(arXiv 2403.09334) conditions its video adapter on the first frame edited by the edit adapter alone (Sec. 4.1); with
+AnimateDiff, which takes no image input, the
 anchor's DDIM trajectory is placed in each window as an extra frame whose latent is replaced at every step.
 """
 

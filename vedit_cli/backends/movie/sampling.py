@@ -1,6 +1,6 @@
 """The movie backend's pure steps: guidance passes, latent conventions, noise, and the denoising loop.
 
-Guidance follows InstructPix2Pix (Brooks et al. 2023, eq. 3), the formula of diffusers'
+Guidance follows InstructPix2Pix (Brooks et al., arXiv 2211.09800, eq. 3), the formula of diffusers'
 StableDiffusionInstructPix2PixPipeline:
     eps = eps(∅,∅) + s_T * (eps(c_I,c_T) - eps(c_I,∅)) + s_I * (eps(c_I,∅) - eps(∅,∅))
         = s_T * eps(c_I,c_T) + (s_I - s_T) * eps(c_I,∅) + (1 - s_I) * eps(∅,∅)

@@ -1,4 +1,5 @@
-"""The MoViE student's weights: `<weights_dir>/movie-student/`, small files on top of the teacher's UNet.
+"""The MoViE (arXiv 2412.06578) student's weights: `<weights_dir>/movie-student/`, small files on top of the
+teacher's UNet.
 
 Layout (written by the distillation command, read here):
   guidance_embedding.safetensors   required: the (s_I, s_T) embedding, its config in the metadata

@@ -1,4 +1,5 @@
-"""Components of the svdiff backend: SD1.5 + fused LCM-LoRA + TAESD + optional trained memory (SVDiff sec. 5.1).
+"""Components of the svdiff backend: SD1.5 + fused LCM-LoRA + TAESD + optional trained memory
+(SVDiff, arXiv 2405.19726, sec. 5.1).
 
 Loaded from local folders only (`weights.registry.require`), or built at real size with random weights for benchmarks.
 """

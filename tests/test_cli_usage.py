@@ -38,6 +38,7 @@ USAGE_ERRORS = {
     "unknown option": (["edit", "x.mp4", "p", "--bogus"], ["No such option", "--bogus"]),
     "bad integer": (["edit", "x.mp4", "p", "--steps", "abc"], ["'--steps'"]),
     "out of range": (["edit", "x.mp4", "p", "--steps", "0"], ["'--steps'"]),
+    "open range": (["edit", "x.mp4", "p", "--backend", "svdiff", "--strength", "0"], ["'--strength'"]),
     "bad choice": (["edit", "x.mp4", "p", "--device", "gpu"], ["'--device'", "cuda"]),
     "bad backend": (["edit", "x.mp4", "p", "--backend", "nope"], ["'--backend'", "svdiff"]),
     "bad codec": (["edit", "x.mp4", "p", "--codec", "h264"], ["'--codec'", "libx264"]),

@@ -31,6 +31,12 @@ _GUIDANCE_HELP = "Text guidance scale (default: " + ", ".join(
 _STEPS_HELP = "Denoising steps (default: " + ", ".join(f"{name} {row.steps}" for name, row in BACKEND_DEFAULTS.items()) + ")."
 
 
+def _above_zero(value: float) -> float:
+    if value <= 0:
+        raise typer.BadParameter(f"{value:g} is not in the range 0<x<=1.")
+    return value
+
+
 def edit(
     ctx: typer.Context,
     arguments: Annotated[list[str], typer.Argument(help="Video files or folders, then the instruction.", show_default=False, metavar="INPUT... PROMPT")] = None,
@@ -58,7 +64,7 @@ def edit(
     window: Annotated[int, typer.Option(min=1, help="Frames per temporal window.", rich_help_panel=PANEL_EVE)] = _MODEL.window,
     overlap: Annotated[int, typer.Option(min=0, help="Frames shared by neighbouring windows (< --window).", rich_help_panel=PANEL_EVE)] = _MODEL.overlap,
     chunk_windows: Annotated[int, typer.Option(min=1, help="Windows denoised together, latents blended every step.", rich_help_panel=PANEL_EVE)] = _MODEL.chunk_windows,
-    strength: Annotated[float, typer.Option(min=0, max=1, help="Start timestep as a fraction of the schedule, in (0, 1].", rich_help_panel=PANEL_SVDIFF)] = _MODEL.strength,
+    strength: Annotated[float, typer.Option(min=0, max=1, callback=_above_zero, help="Start timestep as a fraction of the schedule, in (0, 1].", rich_help_panel=PANEL_SVDIFF)] = _MODEL.strength,
     svdiff_init: Annotated[Literal[SVDIFF_INITS], typer.Option(help="How frames reach the start timestep: inversion (DDIM, as the paper) or noise (img2img).", rich_help_panel=PANEL_SVDIFF)] = _MODEL.svdiff_init,
     weights_dir: WeightsDir = None,
     allow_download: AllowDownload = _MODEL.allow_download,

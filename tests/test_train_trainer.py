@@ -63,3 +63,14 @@ def test_a_work_folder_with_checkpoints_needs_resume_or_overwrite(base, triplets
     (tmp_path / "out").rename(tmp_path / "elsewhere")  # the output is gone, the checkpoints are not
     with pytest.raises(OutputError, match="--resume to continue"):
         _train(base, triplets, tmp_path / "out", max_steps=1)
+
+
+def test_tensorboard_without_the_package_is_one_line(base, triplets, tmp_path):
+    import importlib.util
+
+    from vedit_cli.errors import ConfigError
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed")
+    with pytest.raises(ConfigError, match="pip install tensorboard"):
+        _train(base, triplets, tmp_path / "out", max_steps=1, tensorboard=True)

@@ -58,6 +58,7 @@ def register(app: typer.Typer) -> None:
         resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint in the work folder.")] = T["resume"],
         num_workers: Annotated[int, typer.Option(help="Data-loading worker processes per training process.")] = T["num_workers"],
         cpu: Annotated[bool, typer.Option(help="Train on the CPU even when a GPU is there.")] = T["cpu"],
+        tensorboard: Annotated[bool, typer.Option(help="Also log losses to WORK_DIR/tensorboard (pip install tensorboard).")] = T["tensorboard"],
         overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = P["overwrite"],
         as_json: JsonOutput = False,
         quiet: Quiet = False,
@@ -72,7 +73,7 @@ def register(app: typer.Typer) -> None:
             lr_scheduler=lr_scheduler, lr_warmup_steps=lr_warmup_steps, max_grad_norm=max_grad_norm,
             mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing, ema_decay=ema_decay,
             checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, validate_every=validate_every,
-            seed=seed, resume=resume, num_workers=num_workers, cpu=cpu,
+            seed=seed, resume=resume, num_workers=num_workers, cpu=cpu, tensorboard=tensorboard,
         )
         config = Pix2PixConfig(
             base=base, data=data, output_dir=output, trainer=trainer, validation_data=validation_data,

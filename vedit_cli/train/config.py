@@ -41,6 +41,7 @@ class TrainerConfig:
     resume: bool = False  # continue from the newest checkpoint in work_dir/checkpoints (none: start at step 0)
     num_workers: int = 0  # DataLoader worker processes per training process
     cpu: bool = False  # train on the CPU even when a GPU is there
+    tensorboard: bool = False  # also log to work_dir/tensorboard (needs `pip install tensorboard`)
 
     def check(self) -> None:
         if self.work_dir is None:
@@ -52,7 +53,8 @@ class TrainerConfig:
             if value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         if self.mixed_precision not in MIXED_PRECISION:
-            raise ConfigError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
+            raise ConfigError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, "
+                              f"got {self.mixed_precision!r}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ConfigError(f"--ema-decay must be between 0 and 1, got {self.ema_decay}")
 

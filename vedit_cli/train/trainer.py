@@ -78,6 +78,17 @@ def train(recipe: Recipe, config: TrainerConfig, progress: Progress | None = Non
         GradientState._reset_state()
 
 
+def _trackers(config: TrainerConfig) -> list[str] | None:
+    """["tensorboard"] when asked and installed; asked and absent is one line saying what to install."""
+    import importlib.util
+
+    if not config.tensorboard:
+        return None
+    if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard")
+    return ["tensorboard"]
+
+
 class _Run:
     def __init__(self, recipe: Recipe, config: TrainerConfig, progress: Progress):
         self.recipe, self.config, self.progress = recipe, config, progress
@@ -90,8 +101,9 @@ class _Run:
         loader = self._loader(start_step)
         self.log = ckpt.JsonlLog(self.work_dir / "log.jsonl", self.main, start_step if self.config.resume else None)
         self._emit({"event": "start", "step": start_step, "max_steps": self.config.max_steps,
-                    "processes": self.accelerator.num_processes, "backend": self.accelerator.state.backend, "global_batch": self.plan.global_batch,
-                    "samples": len(self.recipe.source), "resumed": start_step > 0})
+                    "processes": self.accelerator.num_processes, "backend": self.accelerator.state.backend,
+                    "global_batch": self.plan.global_batch, "samples": len(self.recipe.source),
+                    "resumed": start_step > 0})
         step, last_loss, skipped = self._loop(loader, start_step, skipped)
         digests = self._rank_digests()
         output = self._save_output()
@@ -111,10 +123,13 @@ class _Run:
         cpu = config.cpu or not torch.cuda.is_available()
         distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # set by accelerate launch / torchrun
         handlers = [InitProcessGroupKwargs(backend="gloo")] if cpu and distributed else []  # not mpi on CPUs
+        project = ProjectConfiguration(project_dir=str(self.work_dir), logging_dir=str(self.work_dir / "tensorboard"))
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
-            cpu=cpu, kwargs_handlers=handlers, project_config=ProjectConfiguration(project_dir=str(self.work_dir)),
+            cpu=cpu, kwargs_handlers=handlers, project_config=project, log_with=_trackers(config),
         )
+        if config.tensorboard:
+            self.accelerator.init_trackers("vedit-train")
         self.main = self.accelerator.is_main_process
         set_seed(config.seed)
         self.recipe.setup(self.accelerator)
@@ -204,9 +219,11 @@ class _Run:
             for reason in gather_object(reasons)[: max(0, MAX_SKIP_REASONS_LOGGED - skipped)]:
                 self._emit({"event": "skipped", "step": step, "sample": reason})
         skipped += new_skips
-        self._emit({"event": "step", "step": step, "max_steps": self.config.max_steps, "loss": loss,
-                    "lr": self.lr_scheduler.get_last_lr()[0], "skipped_samples": skipped,
+        record = {"loss": loss, "lr": self.lr_scheduler.get_last_lr()[0], "skipped_samples": skipped}
+        self._emit({"event": "step", "step": step, "max_steps": self.config.max_steps, **record,
                     "epoch": round(self.plan.epoch_of(step), 4)})
+        if self.config.tensorboard:
+            accelerator.log(record, step=step)
         if step % self.config.checkpoint_every == 0 or step == self.config.max_steps:
             self._checkpoint(step, skipped)
         if self.config.validate_every and step % self.config.validate_every == 0:
@@ -222,7 +239,7 @@ class _Run:
         self.accelerator.wait_for_everyone()
         if self.main:
             state = {"step": step, "skipped_samples": skipped, "global_batch": self.plan.global_batch,
-                     "processes": self.accelerator.num_processes, "backend": self.accelerator.state.backend, "seed": self.config.seed}
+                     "processes": self.accelerator.num_processes, "seed": self.config.seed}
             final = ckpt.finish_checkpoint(self.work_dir, step, state, self.config.keep_checkpoints)
             self._emit({"event": "checkpoint", "step": step, "path": str(final)})
         self.accelerator.wait_for_everyone()

@@ -130,7 +130,8 @@ class Pix2PixRecipe:
 
         self.config = config
         self.base = check_base(config.base)
-        self.source = open_triplets(config.data, config.columns) if isinstance(config.data, (str, Path)) else config.data
+        data = config.data
+        self.source = open_triplets(data, config.columns) if isinstance(data, (str, Path)) else data
         self.tokenizer = CLIPTokenizer.from_pretrained(str(self.base), subfolder="tokenizer", local_files_only=True)
         if len(self.tokenizer) <= 2:  # transformers returns an empty tokenizer instead of raising when its files are missing
             raise WeightsMissingError(f"base model {self.base}: tokenizer/ holds no usable vocabulary")
@@ -229,7 +230,8 @@ def _augment(images: list, resolution: int, random_resize: float, random_flip: b
 
     width, height = images[0].size
     short = round(resolution * (rng.uniform(1.0, random_resize) if random_resize > 1 else 1.0))
-    size = (max(short, round(width * short / min(width, height))), max(short, round(height * short / min(width, height))))
+    scale = short / min(width, height)
+    size = (max(short, round(width * scale)), max(short, round(height * scale)))
     if random_resize > 1:
         left, top = int(rng.integers(0, size[0] - resolution + 1)), int(rng.integers(0, size[1] - resolution + 1))
     else:

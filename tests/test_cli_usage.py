@@ -52,6 +52,8 @@ USAGE_ERRORS = {
     "evaluate choice": (["evaluate", "x.mp4", "--device", "tpu"], ["'--device'"]),
     "download option": (["download", "--bogus"], ["--bogus"]),
     "download backend": (["download", "--backend", "nope"], ["'--backend'", "movie"]),
+    "download missing": (["download"], ["'NAME...'", "--list"]),
+    "evaluate missing": (["evaluate"], ["EDITED", "--manifest"]),
     "train missing": (["train", "pix2pix"], ["Missing"]),
 }
 

@@ -87,8 +87,12 @@ def test_a_bad_clip_in_a_batch_is_reported_and_the_rest_go_on(monkeypatch, capsy
     assert "missing" in err
 
 
+def test_no_clip_to_evaluate_is_a_usage_error(monkeypatch, capsys):
+    code, _, err = run_vedit(monkeypatch, capsys)
+    assert code == 2 and "Usage:" in err and "exactly one of EDITED, --manifest or --tgve" in err
+
+
 @pytest.mark.parametrize("arguments, message", [
-    ((), "exactly one of EDITED, --manifest or --tgve"),
     (("--min", "clip_frame"), "METRIC=VALUE"),
     (("--metrics", "flicker", "--tgve", "."), "--tgve needs --tgve-prompts"),
 ])

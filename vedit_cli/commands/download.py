@@ -9,7 +9,6 @@ from typing import Annotated, Literal
 import typer
 
 from vedit_cli.commands.common import JsonOutput, WeightsDir, choices, values
-from vedit_cli.errors import ConfigError
 from vedit_cli.weights.registry import REGISTRY
 
 USERS = tuple(dict.fromkeys(user for entry in REGISTRY.values() for user in entry.used_by))  # movie, ..., metrics
@@ -20,6 +19,7 @@ EntryName = choices("EntryName", NAMES)
 def register(app: typer.Typer) -> None:
     @app.command("download")
     def download(
+        ctx: typer.Context,
         names: Annotated[list[EntryName] | None, typer.Argument(help="Entries to fetch (see --list), or a backend name for all it needs.", show_default=False, metavar="NAME...")] = None,
         backend: Annotated[Literal[USERS] | None, typer.Option(help="Fetch every entry a backend needs.")] = None,
         list_entries: Annotated[bool, typer.Option("--list", help="List every entry and whether it is present.")] = False,
@@ -38,7 +38,8 @@ def register(app: typer.Typer) -> None:
         wanted = [entry for name in values(names) for entry in _expand(name)]
         wanted += entries_for_backend(backend) if backend else []
         if not wanted:
-            raise ConfigError("name the entries to fetch (e.g. `vedit download taesd`), or use --backend or --list")
+            raise typer.BadParameter("name the entries to fetch (e.g. `vedit download taesd`), or use --backend or --list",
+                                     ctx=ctx, param_hint="'NAME...'")
         if verify:
             _print_verification(wanted, root, as_json)
             return

@@ -15,6 +15,7 @@ _EVALUATE = EvaluateConfig()
 
 
 def evaluate(
+    ctx: typer.Context,
     edited: Annotated[Optional[Path], typer.Argument(help="Edited clip: a video file or a folder of frames.", show_default=False)] = None,
     source: Annotated[Optional[Path], typer.Option(help="Source clip the edit was made from (warp error, CLIP direction).")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="Edit instruction; scored as the text only when --caption is absent.")] = None,
@@ -38,6 +39,10 @@ def evaluate(
     reference (conventions in --json)."""
     from vedit_cli.commands.common import print_json, quiet_libraries, stderr_console
 
+    given = [name for name, value in (("EDITED", edited), ("--manifest", manifest), ("--tgve", tgve)) if value is not None]
+    if len(given) != 1:  # a missing or extra argument: a usage error
+        raise typer.BadParameter(f"give exactly one of EDITED, --manifest or --tgve (got {', '.join(given) or 'none'})",
+                                 ctx=ctx, param_hint="'EDITED / --manifest / --tgve'")
     quiet_libraries()
     from vedit_cli.metrics.report import build_report, parse_thresholds
 

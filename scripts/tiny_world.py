@@ -41,9 +41,11 @@ class Sizes:
     frames_per_clip: int
 
 
-FULL = Sizes(parts.AutoencoderSize(steps=200, batch=16), parts.AutoencoderSize(steps=60, batch=16),
-             teach.TeacherSize(steps=400, batch=16, lr=1e-3), frames_per_clip=48)
-QUICK = Sizes(parts.AutoencoderSize(steps=80, batch=16), parts.AutoencoderSize(steps=30, batch=8),
+# FULL is sized for a quiet 2-core machine (~25 min, from probe step times scaled to 2 quiet threads; not yet measured
+# end to end there). The README's world was built on a shared, overloaded machine with the --*-steps overrides.
+FULL = Sizes(parts.AutoencoderSize(steps=1500, batch=16), parts.AutoencoderSize(steps=300, batch=16),
+             teach.TeacherSize(steps=1500, batch=16, lr=1e-3), frames_per_clip=48)
+QUICK = Sizes(parts.AutoencoderSize(steps=250, batch=16), parts.AutoencoderSize(steps=30, batch=8),
               teach.TeacherSize(steps=250, batch=16, lr=1e-3), frames_per_clip=8)
 PROBE_STEPS = 4  # timed steps per component, after one warm-up step
 
@@ -124,6 +126,8 @@ def build_random(root: Path, spec: WorldSpec, size: teach.TeacherSize) -> None:
         return
     unet = teach.new_teacher_unet(size, spec.size // 4, parts.TEXT_HIDDEN)
     parts.save_pipeline(root / "random" / "instruct-pix2pix", unet, root / "_parts")
+    shutil.rmtree(root / "random" / "taesd", ignore_errors=True)
+    shutil.copytree(root / "taesd", root / "random" / "taesd")  # the movie backend requires it beside the pipeline
     params = sum(p.numel() for p in unet.parameters())
     say(f"random-weights pipeline: UNet {params / 1e6:.2f} M parameters, blocks {size.block_out_channels}")
     parts.write_done(root, "random", {"unet_parameters": params})
@@ -205,12 +209,21 @@ def quiet_libraries() -> None:
         logging.disable_progress_bar()
 
 
-def build(root: Path, quick: bool, videos: Path | None, budget_minutes: float, threads: int) -> int:
+def chosen_sizes(args) -> Sizes:
+    """QUICK or FULL, with any --vae-steps / --taesd-steps / --teacher-steps (and --teacher-lr) override."""
+    sizes = QUICK if args.quick else FULL
+    return replace(
+        sizes, vae=replace(sizes.vae, steps=args.vae_steps or sizes.vae.steps),
+        taesd=replace(sizes.taesd, steps=args.taesd_steps or sizes.taesd.steps),
+        teacher=replace(sizes.teacher, steps=args.teacher_steps or sizes.teacher.steps,
+                        lr=args.teacher_lr or sizes.teacher.lr))
+
+
+def build(root: Path, sizes: Sizes, quick: bool, videos: Path | None, budget_minutes: float, threads: int) -> int:
     started = time.perf_counter()
     torch.set_num_threads(threads or threads_for_this_machine())
     quiet_libraries()
     root.mkdir(parents=True, exist_ok=True)
-    sizes = QUICK if quick else FULL
     spec = replace(WorldSpec.load(SPEC), frames_per_clip=sizes.frames_per_clip)
     (root / "tinyworld.json").write_text(json.dumps({**asdict(spec), "quick": quick}, indent=1))
     say(f"tiny world in {root} ({'quick' if quick else 'full'} build, {torch.get_num_threads()} threads)")
@@ -256,7 +269,7 @@ def score_command(root: Path, clips: Path, json_output: bool, frames: int, work:
 
     spec = json.loads((root / "tinyworld.json").read_text())
     options = Options(size=spec["size"], max_frames=frames, steps=args.steps, guidance_scale=args.guidance_scale,
-                      image_guidance_scale=args.image_guidance_scale)
+                      image_guidance_scale=args.image_guidance_scale, threads=threads_for_this_machine())
     paths = held_out_clips(root, clips)
     if args.max_clips:
         paths = paths[: args.max_clips]
@@ -292,11 +305,14 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("--videos", type=Path, default=DEFAULT_VIDEOS, help="folder holding the pinned clips")
     build_parser.add_argument("--budget-minutes", type=float, default=30.0, help="warn when the probe predicts more")
     build_parser.add_argument("--threads", type=int, default=0, help="torch threads (0: 2, or 1 on a busy machine)")
+    for name in ("vae", "taesd", "teacher"):
+        build_parser.add_argument(f"--{name}-steps", type=int, default=0, help=f"override the {name}'s training steps")
+    build_parser.add_argument("--teacher-lr", type=float, default=0.0, help="override the teacher's learning rate")
     score_parser = commands.add_parser("score", help="score every backend/mode with weights in DIR")
     score_parser.add_argument("dir", type=Path)
     score_parser.add_argument("--clips", type=Path, required=True, help="folder of clips (held-out ones are picked)")
     score_parser.add_argument("--json", action="store_true")
-    score_parser.add_argument("--frames", type=int, default=16, help="first N frames of each clip")
+    score_parser.add_argument("--frames", type=int, default=8, help="first N frames of each clip")
     score_parser.add_argument("--max-clips", type=int, default=0, help="score only the first N clips (0: all)")
     score_parser.add_argument("--steps", type=int, default=10)
     score_parser.add_argument("--guidance-scale", type=float, default=7.5)
@@ -304,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     score_parser.add_argument("--work", type=Path, default=None, help="folder for the scored outputs")
     args = parser.parse_args(argv)
     if args.command == "build":
-        return build(args.dir, args.quick, args.videos, args.budget_minutes, args.threads)
+        return build(args.dir, chosen_sizes(args), args.quick, args.videos, args.budget_minutes, args.threads)
     return score_command(args.dir, args.clips, args.json, args.frames, args.work, args)
 
 

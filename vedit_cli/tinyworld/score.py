@@ -42,6 +42,7 @@ class Options:
     guidance_scale: float = 7.5
     image_guidance_scale: float = 1.5
     seed: int = 0
+    threads: int = 2  # OMP_NUM_THREADS of each vedit edit run (1 on a busy machine: see scripts/tiny_world.py)
 
 
 @dataclass
@@ -114,12 +115,13 @@ def run_row(row: Row, clips: list[Clip], folder: Path, options: Options) -> tupl
         writer.writerow(["input", "prompt", "output"])
         writer.writerows([str(s), p, str(o)] for s, p, o in jobs.values())
     command = [sys.executable, "-m", "vedit_cli", "edit", "--manifest", str(manifest), "--backend", row.backend,
-               "--size", str(options.size), "--output-size", "processing", "--dtype", "float32", "--device", "cpu",
-               "--crf", "0", "--seed", str(options.seed), "--overwrite", "--json", "--quiet", "--no-download",
-               *row.args]
-    if row.weights_dir is not None:
-        command += ["--weights-dir", str(row.weights_dir)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+               "--crf", "0", "--overwrite", "--json", "--quiet", *row.args]
+    if row.backend == "copy":  # the clip is already at the world's size; the CLI refuses model options here
+        command += ["--output-size", "source"]
+    else:
+        command += ["--size", str(options.size), "--output-size", "processing", "--dtype", "float32", "--device",
+                    "cpu", "--seed", str(options.seed), "--no-download", "--weights-dir", str(row.weights_dir)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(options.threads)}
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - started

@@ -62,7 +62,7 @@ def pix2pix_config(base: Path, frames_nhwc: np.ndarray, output: Path, size: Teac
 
     trainer = TrainerConfig(
         work_dir=work_dir, max_steps=steps or size.steps, batch_size=size.batch, learning_rate=size.lr,
-        lr_scheduler="cosine", lr_warmup_steps=max(1, (steps or size.steps) // 20), checkpoint_every=250,
+        lr_scheduler="cosine", lr_warmup_steps=max(1, (steps or size.steps) // 20), checkpoint_every=100,
         keep_checkpoints=1, resume=True, cpu=True, seed=0, ema_decay=None,
     )
     return Pix2PixConfig(base=Path(base), data=FrameEditTriplets(frames_nhwc), output_dir=Path(output),

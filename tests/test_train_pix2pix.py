@@ -38,6 +38,17 @@ def triplets(tmp_path_factory) -> Path:
     return write_triplets(tmp_path_factory.mktemp("triplets"), count=8)
 
 
+def _train_in_process(base, triplets, output: Path, **trainer_fields) -> Path:
+    """The same run as TRAIN_ARGS through the CLI, without a process start."""
+    from vedit_cli.train.config import Pix2PixConfig, TrainerConfig
+    from vedit_cli.train.recipes.pix2pix import train_pix2pix
+
+    torch.set_num_threads(1)
+    trainer = TrainerConfig(learning_rate=1e-3, cpu=True, checkpoint_every=100, **trainer_fields)
+    return train_pix2pix(Pix2PixConfig(base=base, data=triplets, output_dir=output, trainer=trainer, resolution=32,
+                                       random_resize=1.0, random_flip=False))
+
+
 def _start_event(work_dir: Path) -> dict:
     return next(record for record in read_log(work_dir / "log.jsonl") if record["event"] == "start")
 
@@ -46,8 +57,7 @@ def test_two_processes_match_one_process_with_the_doubled_batch(base, triplets, 
     common = (triplets, "--base", base, "--max-steps", "3", *TRAIN_ARGS)
     two = run_train(*common, "--batch-size", "2", "-o", tmp_path / "two", processes=2)
     assert two.returncode == 0, two.stderr[-3000:]
-    one = run_train(*common, "--batch-size", "4", "-o", tmp_path / "one")
-    assert one.returncode == 0, one.stderr[-3000:]
+    _train_in_process(base, triplets, tmp_path / "one", max_steps=3, batch_size=4)
     start_two = _start_event(tmp_path / "two.training")
     assert (start_two["processes"], start_two["backend"], start_two["global_batch"]) == (2, "gloo", 4)
     assert _start_event(tmp_path / "one.training")["processes"] == 1
@@ -62,10 +72,7 @@ def test_two_processes_match_one_process_with_the_doubled_batch(base, triplets, 
 
 
 def test_resume_after_a_kill_runs_only_the_remaining_steps_and_ends_at_the_same_weights(base, triplets, tmp_path):
-    from vedit_cli.train.config import Pix2PixConfig, TrainerConfig
-    from vedit_cli.train.recipes.pix2pix import train_pix2pix
-
-    steps = 30
+    steps = 12
     args = (triplets, "--base", base, "--max-steps", str(steps), "--batch-size", "2", "--checkpoint-every", "2",
             "--keep-checkpoints", "2", *TRAIN_ARGS)
     killed = subprocess.Popen(vedit_command("train", "pix2pix", *args, "-o", tmp_path / "resumed"),
@@ -86,10 +93,7 @@ def test_resume_after_a_kill_runs_only_the_remaining_steps_and_ends_at_the_same_
     log = read_log(tmp_path / "resumed.training" / "log.jsonl")
     assert [r["step"] for r in log if r["event"] == "step"] == list(range(1, steps + 1))  # each step logged once
 
-    torch.set_num_threads(1)
-    trainer = TrainerConfig(max_steps=steps, batch_size=2, checkpoint_every=steps, learning_rate=1e-3, cpu=True)
-    straight = train_pix2pix(Pix2PixConfig(base=base, data=triplets, output_dir=tmp_path / "straight", trainer=trainer,
-                                           resolution=32, random_resize=1.0, random_flip=False))
+    straight = _train_in_process(base, triplets, tmp_path / "straight", max_steps=steps, batch_size=2)
     assert max_difference(unet_weights(tmp_path / "resumed"), unet_weights(straight)) < RESUME_TOLERANCE
 
 

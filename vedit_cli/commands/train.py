@@ -101,17 +101,19 @@ class TrainingProgress:
         self.task = None
 
     def __enter__(self):
-        self.bar.__enter__()
         return self
 
     def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
+        if self.task is not None:  # the bar starts with the run, so an early error prints only its line
+            self.bar.stop()
+        return False
 
     def __call__(self, event: dict) -> None:
         kind = event["event"]
         if kind == "start":
             self.summary.update(start_step=event["step"], processes=event["processes"],
                                 global_batch=event["global_batch"], samples=event["samples"])
+            self.bar.start()
             self.task = self.bar.add_task("pix2pix", total=event["max_steps"], completed=event["step"], loss="-")
             if event["resumed"]:
                 self.console.print(f"resuming at step {event['step']}")

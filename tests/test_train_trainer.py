@@ -3,6 +3,7 @@ checkpointing changes nothing, a work folder with checkpoints is never silently 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,14 +25,14 @@ def triplets(tmp_path_factory) -> Path:
     return write_triplets(tmp_path_factory.mktemp("triplets"), count=8)
 
 
-def _train(base, triplets, output: Path, **trainer_fields) -> Path:
+def _train(base, triplets, output: Path, overwrite: bool = False, **trainer_fields) -> Path:
     from vedit_cli.train.config import Pix2PixConfig, TrainerConfig
     from vedit_cli.train.recipes.pix2pix import train_pix2pix
 
     torch.set_num_threads(1)
     fields = dict(max_steps=3, batch_size=4, learning_rate=1e-3, cpu=True, checkpoint_every=100) | trainer_fields
     return train_pix2pix(Pix2PixConfig(base=base, data=triplets, output_dir=output, resolution=32, random_resize=1.0,
-                                       random_flip=False, trainer=TrainerConfig(**fields)))
+                                       random_flip=False, overwrite=overwrite, trainer=TrainerConfig(**fields)))
 
 
 def test_gradient_accumulation_matches_the_bigger_batch(base, triplets, tmp_path):
@@ -46,12 +47,16 @@ def test_gradient_checkpointing_gives_the_same_weights(base, triplets, tmp_path)
     assert relative_difference(unet_weights(checkpointed), unet_weights(plain), unet_weights(base)) < 1e-4
 
 
-def test_ema_weights_are_saved_and_resumed(base, triplets, tmp_path):
-    plain = _train(base, triplets, tmp_path / "plain", max_steps=4)
-    straight = _train(base, triplets, tmp_path / "straight", max_steps=4, ema_decay=0.5)
+def test_ema_and_lr_schedule_are_saved_and_resumed(base, triplets, tmp_path):
+    schedule = dict(max_steps=4, lr_scheduler="cosine", lr_warmup_steps=1)
+    plain = _train(base, triplets, tmp_path / "plain", **schedule)
+    straight = _train(base, triplets, tmp_path / "straight", ema_decay=0.5, **schedule)
     assert relative_difference(unet_weights(straight), unet_weights(plain), unet_weights(base)) > 0.05
-    _train(base, triplets, tmp_path / "resumed", max_steps=2, ema_decay=0.5, checkpoint_every=2)
-    resumed = _train(base, triplets, tmp_path / "resumed", max_steps=4, ema_decay=0.5, checkpoint_every=2, resume=True)
+    killed = tmp_path / "resumed.training" / "checkpoints"
+    _train(base, triplets, tmp_path / "resumed", ema_decay=0.5, checkpoint_every=2, **schedule)
+    shutil.rmtree(killed / "checkpoint-0000004")  # as if killed between steps 2 and 4
+    resumed = _train(base, triplets, tmp_path / "resumed", ema_decay=0.5, checkpoint_every=2, resume=True,
+                     overwrite=True, **schedule)
     weights, reference = unet_weights(resumed), unet_weights(straight)
     assert max(float((weights[k] - reference[k]).abs().max()) for k in weights) < 1e-6
 

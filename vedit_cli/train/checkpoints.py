@@ -8,7 +8,8 @@ import shutil
 from pathlib import Path
 
 PREFIX = "checkpoint-"
-STATE_FILE = "trainer_state.json"
+STATE_FILE = "trainer_state.json"  # step, skipped samples, LR schedule, EMA step: JSON, no pickle
+EMA_FILE = "ema.safetensors"
 
 
 def checkpoint_dir(work_dir: Path, step: int) -> Path:
@@ -51,6 +52,23 @@ def finish_checkpoint(work_dir: Path, step: int, state: dict, keep: int) -> Path
     for old in list_checkpoints(work_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def save_ema(ema, folder: Path) -> None:
+    """The EMA's shadow weights as safetensors (accelerate would pickle them; checkpoints load no pickled weights)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"shadow.{index}": p.detach().contiguous().cpu() for index, p in enumerate(ema.shadow_params)}
+    save_file(tensors, str(Path(folder) / EMA_FILE))
+
+
+def load_ema(ema, folder: Path, optimization_step: int) -> None:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(Path(folder) / EMA_FILE))
+    for index, shadow in enumerate(ema.shadow_params):
+        shadow.data.copy_(tensors[f"shadow.{index}"])
+    ema.optimization_step = optimization_step
 
 
 def read_state(checkpoint: Path) -> dict:

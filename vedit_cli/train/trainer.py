@@ -144,14 +144,12 @@ class _Run:
         self.lr_scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
                                           num_training_steps=config.max_steps)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.accelerator.register_for_checkpointing(self.lr_scheduler)
         self.ema = None
         if config.ema_decay is not None:
             from diffusers.training_utils import EMAModel
 
             self.ema = EMAModel(self.parameters, decay=config.ema_decay)
             self.ema.to(self.accelerator.device)
-            self.accelerator.register_for_checkpointing(self.ema)
 
     # 2. resume
     def _restore(self) -> tuple[int, int]:
@@ -167,6 +165,9 @@ class _Run:
                               f"(batch x processes x accumulation); this run has {self._global_batch()}: "
                               "resume with the same global batch, or start a new --work-dir")
         self.accelerator.load_state(str(checkpoint))
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if self.ema is not None:
+            ckpt.load_ema(self.ema, checkpoint, state["ema_optimization_step"])
         return int(state["step"]), int(state.get("skipped_samples", 0))
 
     def _global_batch(self) -> int:
@@ -238,7 +239,11 @@ class _Run:
         self.accelerator.save_state(str(partial))
         self.accelerator.wait_for_everyone()
         if self.main:
+            if self.ema is not None:
+                ckpt.save_ema(self.ema, partial)
             state = {"step": step, "skipped_samples": skipped, "global_batch": self.plan.global_batch,
+                     "lr_scheduler": self.lr_scheduler.state_dict(),
+                     "ema_optimization_step": self.ema.optimization_step if self.ema is not None else None,
                      "processes": self.accelerator.num_processes, "seed": self.config.seed}
             final = ckpt.finish_checkpoint(self.work_dir, step, state, self.config.keep_checkpoints)
             self._emit({"event": "checkpoint", "step": step, "path": str(final)})

@@ -79,3 +79,18 @@ def test_tensorboard_without_the_package_is_one_line(base, triplets, tmp_path):
         pytest.skip("tensorboard is installed")
     with pytest.raises(ConfigError, match="pip install tensorboard"):
         _train(base, triplets, tmp_path / "out", max_steps=1, tensorboard=True)
+
+
+def test_validation_edits_are_written_every_n_steps(base, triplets, tmp_path):
+    from PIL import Image
+
+    from vedit_cli.train.config import Pix2PixConfig, TrainerConfig
+    from vedit_cli.train.recipes.pix2pix import train_pix2pix
+
+    trainer = TrainerConfig(max_steps=2, batch_size=2, cpu=True, validate_every=1, mixed_precision="bf16")
+    train_pix2pix(Pix2PixConfig(base=base, data=triplets, output_dir=tmp_path / "out", resolution=32,
+                                validation_count=1, validation_steps=2, trainer=trainer))
+    folders = sorted((tmp_path / "out.training" / "validation").iterdir())
+    assert [folder.name for folder in folders] == ["step-0000001", "step-0000002"]
+    assert Image.open(folders[-1] / "000.png").size == (3 * 32, 32)  # source | edit | target
+    assert (folders[-1] / "000.txt").read_text().strip() == "invert the colours"

@@ -255,7 +255,7 @@ class _Run:
             folder.mkdir(parents=True, exist_ok=True)
             with self._ema_weights():
                 model = self.accelerator.unwrap_model(self.model).eval()
-                with torch.no_grad():
+                with torch.no_grad(), self.accelerator.autocast():  # frozen parts may be in fp16/bf16
                     self.recipe.validate(model, step, folder)
                 model.train()
             self._emit({"event": "validation", "step": step, "path": str(folder)})

@@ -176,7 +176,7 @@ class Driver:
                 remove_attempt_partials(outcome.job.output_path, slot.info.writer_prefix)
                 self._fail(outcome, slot, f"stopped after --clip-timeout {limit:g} s (a decoder that hangs, or a "
                                           "clip that needs a longer timeout); nothing was saved")
-                self._replace(slot)
+                self._replace(slot, died=False)
 
     def _snapshot(self) -> RayProgress:
         done = sum(outcome.status == "ok" for outcome in self.finished)
@@ -206,13 +206,14 @@ class Driver:
         self.problems.append(line)
         self.observer.notice(line)
 
-    def _replace(self, slot: _Slot) -> None:
-        """A fresh actor in the dead one's place (it reloads the editor), a bounded number of times."""
+    def _replace(self, slot: _Slot, died: bool = True) -> None:
+        """A fresh actor in the dead (or stopped) one's place; it reloads the editor. A place whose workers keep
+        dying is given up after --max-retries replacements; a clip's timeout is no fault of the worker."""
         self._kill(slot)
-        if slot.replacements > self.options.max_retries:
+        if died and slot.replacements > self.options.max_retries:
             self._break(slot, f"worker {slot.index} died {slot.replacements + 1} times; not restarted")
             return
-        self.slots[self.slots.index(slot)] = self._new_slot(slot.index, slot.replacements + 1)
+        self.slots[self.slots.index(slot)] = self._new_slot(slot.index, slot.replacements + died)
 
     def _kill(self, slot: _Slot, wait: bool = False) -> None:
         try:

@@ -87,7 +87,7 @@ def test_validation_edits_are_written_every_n_steps(base, triplets, tmp_path):
     from vedit_cli.train.config import Pix2PixConfig, TrainerConfig
     from vedit_cli.train.recipes.pix2pix import train_pix2pix
 
-    trainer = TrainerConfig(max_steps=2, batch_size=2, cpu=True, validate_every=1, mixed_precision="bf16")
+    trainer = TrainerConfig(max_steps=2, batch_size=2, cpu=True, validate_every=1)
     train_pix2pix(Pix2PixConfig(base=base, data=triplets, output_dir=tmp_path / "out", resolution=32,
                                 validation_count=1, validation_steps=2, trainer=trainer))
     folders = sorted((tmp_path / "out.training" / "validation").iterdir())

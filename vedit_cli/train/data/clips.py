@@ -80,10 +80,12 @@ class ClipSegments:
         clip, start = self._locate(index)
         try:
             reader = self._reader(clip)
-            reader.seek_accurate(start) if start else None
+            if start:
+                reader.seek_accurate(start)
             frames = [reader.next().asnumpy()]
             for _ in range(self.segment_length - 1):
-                reader.skip_frames(self.stride - 1) if self.stride > 1 else None
+                if self.stride > 1:
+                    reader.skip_frames(self.stride - 1)
                 frames.append(reader.next().asnumpy())
         except (RuntimeError, OSError, ValueError, StopIteration) as error:
             raise BadSample(f"cannot decode ({type(error).__name__}: {error})") from error

@@ -111,7 +111,7 @@ def connect(address: str) -> bool:
     ray = import_ray()
     if ray.is_initialized():
         return False
-    common = dict(log_to_driver=False, logging_level=logging.WARNING)  # worker output goes to their log files
+    common = dict(log_to_driver=False, logging_level=logging.ERROR)  # worker output goes to their log files
     try:
         if address == "local":
             ray.init(address="local", include_dashboard=False, **common)

@@ -124,3 +124,16 @@ def _dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
     return process.pid
+
+
+def test_a_skipped_output_loses_the_partials_of_a_killed_overwrite(tmp_path):
+    """A killed `--overwrite` run leaves the old output and its partials; the next plain run skips it and cleans up."""
+    source = make_clip(tmp_path / "clip.mp4", seconds=0.5)
+    out = tmp_path / "edited.mp4"
+    out.write_bytes(b"the previous output")
+    stale = [partial_path(out, "otherhost-4242-0badcafe", role) for role in ("lock", "video")]
+    for path in stale:
+        path.write_bytes(b"x")
+    result = run_vedit("edit", source, "", "--backend", "copy", "-o", out, "--json")
+    assert result.code == 0 and result.json()["summary"]["skipped"] == 1, result.stderr
+    assert _partials(tmp_path) == [] and out.read_bytes() == b"the previous output"

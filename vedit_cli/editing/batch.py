@@ -67,6 +67,7 @@ def _check_inputs(outcomes: list[ClipOutcome], config: EditConfig, debug: bool) 
     """Cheap checks before any model loads: outputs that exist, unreadable inputs, empty prompts."""
     from vedit_cli.editor import backend_needs_prompt
     from vedit_cli.io.output import check_output
+    from vedit_cli.io.partials import remove_stale_partials
     from vedit_cli.io.probe import probe
 
     needs_prompt = backend_needs_prompt(config.model.backend)
@@ -75,6 +76,7 @@ def _check_inputs(outcomes: list[ClipOutcome], config: EditConfig, debug: bool) 
         job = outcome.job
         if job.output_path.exists() and not config.overwrite:
             outcome.status = "skipped"
+            remove_stale_partials(job.output_path)  # left by an --overwrite run of it that was killed
             continue
         try:
             if needs_prompt and not job.prompt.strip():

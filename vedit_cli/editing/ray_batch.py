@@ -180,12 +180,14 @@ def run_ray_batch(jobs: list[ClipJob], config: EditConfig, run: ResolvedRun, opt
 def _skip_finished(outcomes: list[ClipOutcome], config: EditConfig) -> None:
     """On the driver, no probing: finished outputs are skipped, an empty prompt refused; workers probe."""
     from vedit_cli.editor import backend_needs_prompt
+    from vedit_cli.io.partials import remove_stale_partials
 
     needs_prompt = backend_needs_prompt(config.model.backend)
     for outcome in outcomes:
         job = outcome.job
         if job.output_path.exists() and not config.overwrite:
             outcome.status = "skipped"
+            remove_stale_partials(job.output_path)  # left by an --overwrite run of it that was killed
         elif needs_prompt and not job.prompt.strip():
             outcome.status = "failed"
             outcome.error = f"{job.input_path}: the {config.model.backend} backend needs a non-empty prompt"

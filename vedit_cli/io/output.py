@@ -63,12 +63,13 @@ class ClipWriter:
             raise OutputError(f"{self.output_path}: is the input file; choose a different output name")
         self.output_path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(self.output_path)
-        self._lock = PartialLock(self.output_path)
-        self._video_path = self._lock.partial("video")
-        self._muxed_path = self._lock.partial("muxed")
+        self._lock: PartialLock | None = None
         self._committed = False
         self.notes = tuple(note for note in (size_change_note(width, height, encode),) if note)
-        try:
+        try:  # from the lock file's creation on, an interruption (Ctrl-C) anywhere here removes what was made
+            self._lock = PartialLock(self.output_path)
+            self._video_path = self._lock.partial("video")
+            self._muxed_path = self._lock.partial("muxed")
             self._writer = VideoWriter(self._video_path, width, height, source.fps, encode)
         except BaseException:
             self._remove_temps()
@@ -109,8 +110,10 @@ class ClipWriter:
         self._remove_temps()
 
     def _remove_temps(self) -> None:
-        for path in (self._video_path, self._muxed_path):
-            path.unlink(missing_ok=True)
+        if self._lock is None:
+            return
+        for role in ("video", "muxed"):
+            self._lock.partial(role).unlink(missing_ok=True)
         self._lock.release()
 
     def __enter__(self) -> "ClipWriter":

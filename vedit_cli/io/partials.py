@@ -43,7 +43,11 @@ class PartialLock:
         self.output_path = Path(output_path)
         self.token = new_token()
         self.lock_path = partial_path(self.output_path, self.token, "lock")
-        self._fd: int | None = _create_locked(self.lock_path)
+        try:
+            self._fd: int | None = _create_locked(self.lock_path)
+        except BaseException:  # e.g. Ctrl-C between the file's creation and its lock: leave nothing behind
+            self.lock_path.unlink(missing_ok=True)
+            raise
         _HELD_TOKENS.add(self.token)
 
     def partial(self, role: str) -> Path:

@@ -133,7 +133,7 @@ class Pix2PixRecipe:
         data = config.data
         self.source = open_triplets(data, config.columns) if isinstance(data, (str, Path)) else data
         self.tokenizer = CLIPTokenizer.from_pretrained(str(self.base), subfolder="tokenizer", local_files_only=True)
-        if len(self.tokenizer) <= 2:  # transformers returns an empty tokenizer instead of raising when its files are missing
+        if len(self.tokenizer) <= 2:  # an empty tokenizer, not an error, when its files are missing
             raise WeightsMissingError(f"base model {self.base}: tokenizer/ holds no usable vocabulary")
         load = dict(use_safetensors=True, local_files_only=True)
         try:

@@ -78,6 +78,11 @@ def train(recipe: Recipe, config: TrainerConfig, progress: Progress | None = Non
         GradientState._reset_state()
 
 
+def _as_is(batch: dict) -> dict:
+    """The DataLoader's collate: MicroBatches items are whole micro-batches (a named function: spawn pickles it)."""
+    return batch
+
+
 def _trackers(config: TrainerConfig) -> list[str] | None:
     """["tensorboard"] when asked and installed; asked and absent is one line saying what to install."""
     import importlib.util
@@ -182,7 +187,7 @@ class _Run:
         dataset = MicroBatches(self.recipe.source, self.plan, accelerator.process_index, start_step,
                                config.max_steps, self.recipe.prepare_sample, self.recipe.collate)
         return torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=config.num_workers,
-                                           collate_fn=lambda batch: batch)
+                                           collate_fn=_as_is)
 
     # 4. the loop
     def _loop(self, loader, step: int, skipped: int) -> tuple[int, float | None, int]:

@@ -94,3 +94,10 @@ def test_validation_edits_are_written_every_n_steps(base, triplets, tmp_path):
     assert [folder.name for folder in folders] == ["step-0000001", "step-0000002"]
     assert Image.open(folders[-1] / "000.png").size == (3 * 32, 32)  # source | edit | target
     assert (folders[-1] / "000.txt").read_text().strip() == "invert the colours"
+
+
+def test_data_loader_workers_change_nothing(base, triplets, tmp_path):
+    in_process = _train(base, triplets, tmp_path / "in_process", max_steps=2)
+    workers = _train(base, triplets, tmp_path / "workers", max_steps=2, num_workers=2)
+    a, b = unet_weights(in_process), unet_weights(workers)
+    assert all(torch.equal(a[key], b[key]) for key in a)

@@ -31,10 +31,11 @@ DRIVER = textwrap.dedent('''
     register(WeightsEntry(**{key: tuple(v) if isinstance(v, list) else v for key, v in spec.items()},
                           extra_sources=extra))
     if sys.argv[2] == "ensure":
-        from vedit_cli.weights.hub import download_allowed, ensure_entries
+        import os
+        from vedit_cli.weights.hub import ensure_entries
         from vedit_cli.errors import VeditError
         try:
-            found = ensure_entries([spec["name"]], sys.argv[3], allow_download=download_allowed())
+            found = ensure_entries([spec["name"]], sys.argv[3], allow_download=os.environ.get("VEDIT_ALLOW_DOWNLOAD") == "1")
         except VeditError as error:
             print(f"vedit: error: {error}", file=sys.stderr); sys.exit(1)
         print(json.dumps({name: str(path) for name, path in found.items()}))

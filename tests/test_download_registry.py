@@ -9,7 +9,7 @@ import re
 import pytest
 
 from vedit_cli.errors import DownloadError, WeightsIntegrityError, WeightsMissingError
-from vedit_cli.weights.hub import download_allowed, download_entry, ensure_entries, entry_status
+from vedit_cli.weights.hub import download_entry, ensure_entries, entry_status
 from vedit_cli.weights.integrity import (
     check_safetensors_only,
     verified_file_record,
@@ -65,16 +65,12 @@ def test_tiny_saved_pipeline_satisfies_the_instruct_pix2pix_and_taesd_entries(ti
     assert entry_status("taesd", tiny_weights) == "unverified"  # saved locally, no manifest
 
 
-def test_edit_policy_refuses_to_download_and_names_the_exact_command(tmp_path, monkeypatch):
-    monkeypatch.delenv("VEDIT_ALLOW_DOWNLOAD", raising=False)
-    assert not download_allowed(False) and download_allowed(True)
+def test_edit_policy_refuses_to_download_and_names_the_exact_command(tmp_path):
     with pytest.raises(WeightsMissingError) as caught:
-        ensure_entries(["instruct-pix2pix", "taesd"], tmp_path, allow_download=download_allowed())
+        ensure_entries(["instruct-pix2pix", "taesd"], tmp_path, allow_download=False)
     message = str(caught.value)
     assert f"run: vedit download instruct-pix2pix taesd --weights-dir {tmp_path}" in message
     assert "\n" not in message
-    monkeypatch.setenv("VEDIT_ALLOW_DOWNLOAD", "1")
-    assert download_allowed(False)
 
 
 def test_allowed_download_offline_fails_at_once_naming_entry_and_folder(tmp_path):

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from tests.cli_helpers import REPO_ROOT, run_vedit
 from tests.io_media import make_clip

@@ -95,12 +95,12 @@ def _create_editor(run: ResolvedRun, runnable: list[ClipOutcome]):
     from vedit_cli.editor import create_editor
 
     if run.weights_dir is not None:
-        from vedit_cli.weights.hub import download_allowed, ensure_entries
+        from vedit_cli.weights.hub import ensure_entries
         from vedit_cli.weights.registry import entries_for_backend
 
         model = run.model
         ensure_entries(entries_for_backend(model.backend), run.weights_dir,
-                       download_allowed(model.allow_download))
+                       model.allow_download)
     return create_editor(run)
 
 

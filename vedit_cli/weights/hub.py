@@ -8,7 +8,6 @@ within seconds: the first request is a single metadata call with a short connect
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,11 +58,6 @@ class DownloadResult:
     status: str  # "downloaded" | "present"
     bytes_total: int
     commits: tuple[str, ...]
-
-
-def download_allowed(cli_flag: bool = False) -> bool:
-    """`--download` or VEDIT_ALLOW_DOWNLOAD=1: the only two ways an edit may start a download."""
-    return cli_flag or os.environ.get(ALLOW_DOWNLOAD_ENV) == "1"
 
 
 def hub_endpoint() -> str:

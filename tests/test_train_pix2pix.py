@@ -160,3 +160,25 @@ def test_trained_folder_loads_in_the_movie_backend_and_edits_through_the_cli(bas
                             capture_output=True, text=True, env=train_env(), cwd=REPO_ROOT, timeout=180)
     assert edited.returncode == 0, edited.stderr[-3000:]
     assert json.loads(edited.stdout)["summary"]["ok"] == 1
+
+
+def test_a_refused_run_deletes_nothing_and_schedulers_are_checked(tmp_path):
+    """Options are checked before --overwrite clears an earlier run's checkpoints; --lr-scheduler is a known one."""
+    from diffusers.optimization import SchedulerType
+
+    from vedit_cli.errors import ConfigError
+    from vedit_cli.train.checkpoints import STATE_FILE, checkpoint_dir
+    from vedit_cli.train.config import LR_SCHEDULERS, Pix2PixConfig, TrainerConfig
+    from vedit_cli.train.recipes.pix2pix import train_pix2pix
+
+    assert set(LR_SCHEDULERS) == {kind.value for kind in SchedulerType}
+    output = tmp_path / "instruct-pix2pix"
+    earlier = checkpoint_dir(output.with_name(output.name + ".training"), 2)
+    earlier.mkdir(parents=True)
+    (earlier / STATE_FILE).write_text("{}")
+    for bad in (dict(checkpoint_every=0), dict(lr_scheduler="bogus"), dict(max_steps=0)):
+        config = Pix2PixConfig(base=tmp_path / "no-base", data=tmp_path / "no-data", output_dir=output,
+                               trainer=TrainerConfig(**bad), overwrite=True)
+        with pytest.raises(ConfigError, match="--" + next(iter(bad)).replace("_", "-")):
+            train_pix2pix(config)
+        assert (earlier / STATE_FILE).is_file()

@@ -13,6 +13,9 @@ from typing import Any
 from vedit_cli.errors import ConfigError
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
+# diffusers.optimization.SchedulerType's values (listed here: importing diffusers costs seconds at CLI start)
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "piecewise_constant")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class TrainerConfig:
         if self.mixed_precision not in MIXED_PRECISION:
             raise ConfigError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, "
                               f"got {self.mixed_precision!r}")
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            raise ConfigError(f"--lr-scheduler must be one of {', '.join(LR_SCHEDULERS)}, got {self.lr_scheduler!r}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ConfigError(f"--ema-decay must be between 0 and 1, got {self.ema_decay}")
 

@@ -46,12 +46,15 @@ BASE_FILES = ("unet/config.json", "vae/config.json", "text_encoder/config.json",
 def train_pix2pix(config: Pix2PixConfig, progress: Progress | None = None) -> Path:
     """Train (or resume) and write the InstructPix2Pix folder; returns config.output_dir."""
     config = dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, work_dir=config.work_dir()))
+    # 1. Every option checked before anything on disk changes (a refused run deletes nothing)
+    config.trainer.check()
+    if not 0 <= config.conditioning_dropout <= 1 / 3:
+        raise ConfigError(f"--conditioning-dropout must be between 0 and 1/3, got {config.conditioning_dropout}")
     output = Path(config.output_dir)
     if (output / "model_index.json").exists() and not (config.overwrite or config.trainer.resume):
         raise OutputError(f"{output} already holds a model; pass --overwrite to replace it or --resume to continue")
+    # 2. Only then may --overwrite clear an earlier run's checkpoints
     _check_work_dir(config)
-    if not 0 <= config.conditioning_dropout <= 1 / 3:
-        raise ConfigError(f"--conditioning-dropout must be between 0 and 1/3, got {config.conditioning_dropout}")
     return train(Pix2PixRecipe(config), config.trainer, progress).output
 
 

@@ -68,6 +68,23 @@ def test_only_the_dead_writers_partials_are_removed(tmp_path):
     assert alive.exists()
 
 
+def test_an_unreachable_cluster_address_is_refused_in_seconds():
+    """ray.init would retry a dead address for minutes; a TCP check refuses it at once, in one line."""
+    import socket
+    import time
+
+    from vedit_cli.editing.ray_batch import _check_reachable
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=f"--ray 127.0.0.1:{port}: cannot connect"):
+        _check_reachable(f"127.0.0.1:{port}")
+    assert time.monotonic() - started < 10
+    _check_reachable("local")  # nothing to check: Ray starts here
+
+
 def test_ray_options_without_ray_are_refused_in_one_line(tmp_path):
     from typer.testing import CliRunner
 

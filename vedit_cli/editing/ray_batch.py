@@ -112,6 +112,7 @@ def connect(address: str) -> bool:
     if ray.is_initialized():
         return False
     common = dict(log_to_driver=False, logging_level=logging.ERROR)  # worker output goes to their log files
+    _check_reachable(address)
     try:
         if address == "local":
             ray.init(address="local", include_dashboard=False, **common)
@@ -121,6 +122,21 @@ def connect(address: str) -> bool:
         raise ConfigError(f"--ray {address}: cannot connect to a Ray cluster ({error}); start one with "
                           "`ray start --head` on the head node, or use --ray local") from None
     return True
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A host:port (or ray://host:port) that answers no TCP connection is refused in seconds; ray.init would
+    retry it for minutes, printing its own connection errors."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address in ("local", "auto") or not host or not port.isdigit():
+        return
+    import socket
+
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConfigError(f"--ray {address}: cannot connect to a Ray cluster ({error.strerror or error}); start one "
+                          "with `ray start --head` on the head node, or use --ray local") from None
 
 
 def plan_workers(resources: dict[str, float], options: RayOptions, device: str) -> WorkerPlan:

@@ -1,8 +1,8 @@
 """The tiny world end to end: `scripts/tiny_world.py build --quick`, then `score` through the real `vedit edit` path.
 
 Slow (marked, longer than 60 s): the quick build trains the autoencoder, TAESD and the InstructPix2Pix teacher (the
-`vedit train pix2pix` recipe) on 2 CPU cores, an estimated 4-5 minutes on a quiet machine (not measured end to end:
-the build machine was overloaded), then scores one held-out clip (about 1 minute). Needs ../shared/videos (the
+`vedit train pix2pix` recipe) on 2 CPU cores and scores one held-out clip: 8.7 minutes measured on the shared build
+machine at load average 3-4 (1 torch thread); an estimated 4-5 minutes on a quiet one (not measured). Needs ../shared/videos (the
 pinned clips); skipped without it. The teacher's +1 dB over identity is checked and reported as xfail while unmet.
 """
 

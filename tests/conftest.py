@@ -14,13 +14,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = REPO_ROOT.parent / "shared" / "videos"
 
 
+OPT_IN = {  # marker -> (environment variable that runs it, why it is not in the default run)
+    "network": ("VEDIT_NETWORK_TESTS", "downloads real checkpoints"),
+    "slow": ("VEDIT_SLOW_TESTS", "trains a tiny world for minutes"),
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    if os.environ.get("VEDIT_NETWORK_TESTS") == "1":
-        return
-    skip = pytest.mark.skip(reason="downloads real checkpoints; set VEDIT_NETWORK_TESTS=1 to run")
-    for item in items:
-        if "network" in item.keywords:
-            item.add_marker(skip)
+    for marker, (variable, why) in OPT_IN.items():
+        if os.environ.get(variable) == "1":
+            continue
+        skip = pytest.mark.skip(reason=f"{why}; set {variable}=1 to run")
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 Slow (marked, longer than 60 s): the quick build trains the autoencoder, TAESD and the InstructPix2Pix teacher (the
 `vedit train pix2pix` recipe) on 2 CPU cores and scores one held-out clip: 8.7 minutes measured on the shared build
 machine at load average 3-4 (1 torch thread); an estimated 4-5 minutes on a quiet one (not measured). Needs ../shared/videos (the
-pinned clips); skipped without it. The teacher's +1 dB over identity is checked and reported as xfail while unmet.
+pinned clips); skipped without it. The teacher's +1 dB over identity is checked (opt-in: VEDIT_SLOW_TESTS=1; not met yet).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def test_quick_world_builds_resumes_and_its_teacher_beats_identity(tmp_path):
     identity, teacher, random = rows["identity (source)"], rows["movie teacher"], rows["movie teacher, random weights"]
     assert teacher["unet_passes_per_frame"] == 30 and identity["unet_passes_per_frame"] == 0
     assert teacher["flicker"] >= 0 and 0 <= teacher["edit_accuracy"] <= 1
-    if not teacher["psnr"] >= identity["psnr"] + 1.0 or not teacher["psnr"] > random["psnr"]:
-        # The goal of issue 12, not met yet on this CPU budget (README "Tiny world"): shown, not hidden.
-        pytest.xfail(f"quick teacher {teacher['psnr']:.2f} dB vs identity {identity['psnr']:.2f} dB "
-                     f"and random weights {random['psnr']:.2f} dB: not yet 1 dB above identity")
+    # Issue 12's goal for a CI-sized teacher. Not met yet (README "Tiny world": the quick teacher scores below
+    # identity), which is why this test is opt-in (VEDIT_SLOW_TESTS=1) and fails when run, rather than passing.
+    assert teacher["psnr"] > random["psnr"], rows
+    assert teacher["psnr"] >= identity["psnr"] + 1.0, rows

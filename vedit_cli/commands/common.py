@@ -27,7 +27,7 @@ PANEL_WEIGHTS = "Weights"
 Device = Annotated[Literal[DEVICES], typer.Option(
     help="Where models run: auto (cuda, else mps, else cpu), cpu, cuda or mps.", rich_help_panel=PANEL_MODEL)]
 Dtype = Annotated[Literal[DTYPES], typer.Option(
-    help="auto: float16 on GPU (bfloat16 where needed), float16 on MPS; on CPU bfloat16 only with native bfloat16 "
+    help="auto: float16 on CUDA and MPS; on CPU bfloat16 only with native bfloat16 "
          "(AVX512-BF16/AMX), else float32.", rich_help_panel=PANEL_MODEL)]
 WeightsDir = Annotated[Optional[Path], typer.Option(
     help="Checkpoint folder (default: $VEDIT_WEIGHTS, else ~/.cache/vedit/weights).", envvar="VEDIT_WEIGHTS",

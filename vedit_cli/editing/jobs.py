@@ -137,6 +137,6 @@ def _check_no_shared_outputs(jobs: list[ClipJob]) -> None:
         if key in seen and seen[key] != job.input_path:
             raise ConfigError(
                 f"{seen[key]} and {job.input_path} would both be written to {job.output_path}; "
-                "give distinct outputs in the manifest or use --output-dir"
+                "name each output in a manifest (input,prompt,output) or rename one input"
             )
         seen[key] = job.input_path

@@ -68,3 +68,35 @@ def clip_weights(tmp_path_factory) -> Path:
     tiny.save_tiny_clip(root / "clip-vit-large-patch14", seed=0)
     tiny.save_tiny_clip(root / "pickscore", seed=1, logit_scale=3.1, processor_subfolder="processor")
     return root
+
+
+@pytest.fixture(scope="session")
+def svdiff_weights(tmp_path_factory) -> dict[str, Path]:
+    """Two weights dirs sharing tiny sd15 / lcm-lora / taesd: one without, one with (non-zero) memory weights."""
+    from tests import tiny
+
+    plain = tmp_path_factory.mktemp("svdiff_plain")
+    tiny.save_sd15(plain / "sd15")
+    tiny.save_lcm_lora(plain / "lcm-lora-sdv1-5")
+    tiny.save_taesd(plain / "taesd")
+    with_memory = tmp_path_factory.mktemp("svdiff_memory")
+    for name in ("sd15", "lcm-lora-sdv1-5", "taesd"):
+        (with_memory / name).symlink_to(plain / name, target_is_directory=True)
+    tiny.save_svdiff_memory(with_memory / "svdiff-memory")
+    return {"plain": plain, "memory": with_memory}
+
+
+@pytest.fixture(scope="session")
+def sd15_base(tmp_path_factory) -> Path:
+    """A tiny Stable Diffusion folder: the base `vedit train pix2pix` widens."""
+    from tests import tiny
+
+    return tiny.save_sd15(tmp_path_factory.mktemp("base") / "sd15")
+
+
+@pytest.fixture(scope="session")
+def triplets(tmp_path_factory) -> Path:
+    """8 (source, instruction, edited) triplets in a CSV table."""
+    from tests.train_helpers import write_triplets
+
+    return write_triplets(tmp_path_factory.mktemp("triplets"), count=8)

@@ -84,16 +84,8 @@ def test_movie_student_at_its_default_matches_diffusers_instruct_pix2pix_pipelin
 
 # -- svdiff at its defaults: guidance 1.5 with CFG, DDIM inversion, 3 LCM steps ---------------------------------
 
-@pytest.fixture(scope="module")
-def svdiff_weights(tmp_path_factory):
-    root = tmp_path_factory.mktemp("svdiff_diff")
-    tiny.save_sd15(root / "sd15")
-    tiny.save_lcm_lora(root / "lcm-lora-sdv1-5")
-    tiny.save_taesd(root / "taesd")
-    return root
-
-
 def test_svdiff_at_its_defaults_matches_a_hand_composed_diffusers_reference(svdiff_weights):
+    svdiff_weights = svdiff_weights["plain"]
     """svdiff's defaults (guidance 1.5 with CFG, inversion, strength 0.5, 3 steps) without trained memory.
 
     Reference: diffusers' own LoRA loading (StableDiffusionPipeline.load_lora_weights + fuse_lora), TAESD, and

@@ -120,19 +120,6 @@ def test_student_runs_through_the_real_cli_at_its_default(tiny_weights, tmp_path
 
 # -- svdiff -------------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def svdiff_weights(tmp_path_factory):
-    root = tmp_path_factory.mktemp("svdiff")
-    tiny.save_sd15(root / "sd15")
-    tiny.save_lcm_lora(root / "lcm-lora-sdv1-5")
-    tiny.save_taesd(root / "taesd")
-    with_memory = tmp_path_factory.mktemp("svdiff_memory")
-    for name in ("sd15", "lcm-lora-sdv1-5", "taesd"):
-        (with_memory / name).symlink_to(root / name, target_is_directory=True)
-    tiny.save_svdiff_memory(with_memory / "svdiff-memory")
-    return {"plain": root, "memory": with_memory}
-
-
 def svdiff_editor(weights_dir, **changes):
     editor = create_editor(resolve_run(ModelConfig(backend="svdiff", weights_dir=weights_dir, device="cpu",
                                                    dtype="float32", **changes)))

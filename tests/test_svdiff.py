@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests import tiny
 from vedit_cli.editor import create_editor
 from vedit_cli.settings import resolve_run
 from vedit_cli.backends.svdiff.editor import SvdiffEditor
@@ -15,20 +14,6 @@ from vedit_cli.config import ModelConfig
 from vedit_cli.errors import WeightsMissingError
 
 SIZE = 16  # tiny TAESD halves: latents 8x8, memory 8x8 meets features of 8x8 and 4x4
-
-
-@pytest.fixture(scope="module")
-def svdiff_weights(tmp_path_factory) -> dict[str, Path]:
-    """Two weights dirs sharing tiny sd15 / lcm-lora / taesd: one without, one with (non-zero) memory weights."""
-    plain = tmp_path_factory.mktemp("svdiff_plain")
-    tiny.save_sd15(plain / "sd15")
-    tiny.save_lcm_lora(plain / "lcm-lora-sdv1-5")
-    tiny.save_taesd(plain / "taesd")
-    with_memory = tmp_path_factory.mktemp("svdiff_memory")
-    for name in ("sd15", "lcm-lora-sdv1-5", "taesd"):
-        (with_memory / name).symlink_to(plain / name, target_is_directory=True)
-    tiny.save_svdiff_memory(with_memory / "svdiff-memory")
-    return {"plain": plain, "memory": with_memory}
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from vedit_cli.tinyworld.edits import EDITS, apply_uint8
 

@@ -28,24 +28,14 @@ DDP_TOLERANCE = 1e-3
 RESUME_TOLERANCE = 1e-6
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    return tiny.save_sd15(tmp_path_factory.mktemp("base") / "sd15")
-
-
-@pytest.fixture(scope="module")
-def triplets(tmp_path_factory) -> Path:
-    return write_triplets(tmp_path_factory.mktemp("triplets"), count=8)
-
-
-def _train_in_process(base, triplets, output: Path, **trainer_fields) -> Path:
+def _train_in_process(sd15_base, triplets, output: Path, **trainer_fields) -> Path:
     """The same run as TRAIN_ARGS through the CLI, without a process start."""
     from vedit_cli.train.config import Pix2PixConfig, TrainerConfig
     from vedit_cli.train.recipes.pix2pix import train_pix2pix
 
     torch.set_num_threads(1)
     trainer = TrainerConfig(learning_rate=1e-3, cpu=True, checkpoint_every=100, **trainer_fields)
-    return train_pix2pix(Pix2PixConfig(base=base, data=triplets, output_dir=output, trainer=trainer, resolution=32,
+    return train_pix2pix(Pix2PixConfig(base=sd15_base, data=triplets, output_dir=output, trainer=trainer, resolution=32,
                                        random_resize=1.0, random_flip=False))
 
 
@@ -53,11 +43,11 @@ def _start_event(work_dir: Path) -> dict:
     return next(record for record in read_log(work_dir / "log.jsonl") if record["event"] == "start")
 
 
-def test_two_processes_match_one_process_with_the_doubled_batch(base, triplets, tmp_path):
-    common = (triplets, "--base", base, "--max-steps", "3", *TRAIN_ARGS)
+def test_two_processes_match_one_process_with_the_doubled_batch(sd15_base, triplets, tmp_path):
+    common = (triplets, "--base", sd15_base, "--max-steps", "3", *TRAIN_ARGS)
     two = run_train(*common, "--batch-size", "2", "-o", tmp_path / "two", processes=2)
     assert two.returncode == 0, two.stderr[-3000:]
-    _train_in_process(base, triplets, tmp_path / "one", max_steps=3, batch_size=4)
+    _train_in_process(sd15_base, triplets, tmp_path / "one", max_steps=3, batch_size=4)
     start_two = _start_event(tmp_path / "two.training")
     assert (start_two["processes"], start_two["backend"], start_two["global_batch"]) == (2, "gloo", 4)
     assert _start_event(tmp_path / "one.training")["processes"] == 1
@@ -67,13 +57,13 @@ def test_two_processes_match_one_process_with_the_doubled_batch(base, triplets, 
               for name in ("one", "two")}
     assert losses["one"] == pytest.approx(losses["two"], rel=1e-5)
     trained, single = unet_weights(tmp_path / "two"), unet_weights(tmp_path / "one")
-    assert relative_difference(trained, single, unet_weights(base)) < DDP_TOLERANCE
+    assert relative_difference(trained, single, unet_weights(sd15_base)) < DDP_TOLERANCE
     assert trained["conv_in.weight"].shape[1] == 8  # the base UNet's 4 inputs, widened
 
 
-def test_resume_after_a_kill_runs_only_the_remaining_steps_and_ends_at_the_same_weights(base, triplets, tmp_path):
+def test_resume_after_a_kill_runs_only_the_remaining_steps_and_ends_at_the_same_weights(sd15_base, triplets, tmp_path):
     steps = 12
-    args = (triplets, "--base", base, "--max-steps", str(steps), "--batch-size", "2", "--checkpoint-every", "2",
+    args = (triplets, "--base", sd15_base, "--max-steps", str(steps), "--batch-size", "2", "--checkpoint-every", "2",
             "--keep-checkpoints", "2", *TRAIN_ARGS)
     killed = subprocess.Popen(vedit_command("train", "pix2pix", *args, "-o", tmp_path / "resumed"),
                               env=train_env(), cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -93,11 +83,11 @@ def test_resume_after_a_kill_runs_only_the_remaining_steps_and_ends_at_the_same_
     log = read_log(tmp_path / "resumed.training" / "log.jsonl")
     assert [r["step"] for r in log if r["event"] == "step"] == list(range(1, steps + 1))  # each step logged once
 
-    straight = _train_in_process(base, triplets, tmp_path / "straight", max_steps=steps, batch_size=2)
+    straight = _train_in_process(sd15_base, triplets, tmp_path / "straight", max_steps=steps, batch_size=2)
     assert max_difference(unet_weights(tmp_path / "resumed"), unet_weights(straight)) < RESUME_TOLERANCE
 
 
-def test_bad_samples_are_skipped_and_counted(base, tmp_path):
+def test_bad_samples_are_skipped_and_counted(sd15_base, tmp_path):
     from vedit_cli.train.config import Pix2PixConfig, TrainerConfig
     from vedit_cli.train.plan import BatchPlan
     from vedit_cli.train.recipes.pix2pix import train_pix2pix
@@ -106,7 +96,7 @@ def test_bad_samples_are_skipped_and_counted(base, tmp_path):
     table = write_triplets(tmp_path / "data", count=8, bad=bad)
     trainer = TrainerConfig(max_steps=3, batch_size=4, checkpoint_every=10, cpu=True, seed=3)
     events = []
-    train_pix2pix(Pix2PixConfig(base=base, data=table, output_dir=tmp_path / "out", trainer=trainer, resolution=32,
+    train_pix2pix(Pix2PixConfig(base=sd15_base, data=table, output_dir=tmp_path / "out", trainer=trainer, resolution=32,
                                 random_resize=1.0), progress=events.append)
     plan = BatchPlan(8, 4, seed=3)
     expected = sum(plan.dataset_index(step, q) in bad for step in range(3) for q in range(4))
@@ -119,13 +109,13 @@ def test_bad_samples_are_skipped_and_counted(base, tmp_path):
     assert (tmp_path / "out" / "model_index.json").is_file()
 
 
-def test_data_with_no_readable_sample_is_one_line(base, tmp_path):
+def test_data_with_no_readable_sample_is_one_line(sd15_base, tmp_path):
     from vedit_cli.errors import TrainingDataError
     from vedit_cli.train.config import Pix2PixConfig, TrainerConfig
     from vedit_cli.train.recipes.pix2pix import train_pix2pix
 
     table = write_triplets(tmp_path / "data", count=2, bad={0: "missing", 1: "corrupt"})
-    config = Pix2PixConfig(base=base, data=table, output_dir=tmp_path / "out", resolution=32,
+    config = Pix2PixConfig(base=sd15_base, data=table, output_dir=tmp_path / "out", resolution=32,
                            trainer=TrainerConfig(max_steps=1, batch_size=1, cpu=True))
     expected = f"none of the 2 training samples could be read \\(first: {table} line 2: unreadable image"
     with pytest.raises(TrainingDataError, match=expected) as error:
@@ -139,7 +129,7 @@ def test_missing_base_model_is_one_line(triplets, tmp_path):
     assert f"vedit: error: base model {tmp_path / 'nowhere'} is not a local folder" in result.stderr
 
 
-def test_trained_folder_loads_in_the_movie_backend_and_edits_through_the_cli(base, triplets, tmp_path):
+def test_trained_folder_loads_in_the_movie_backend_and_edits_through_the_cli(sd15_base, triplets, tmp_path):
     from tests.io_media import make_clip
     from vedit_cli.backends.movie.loading import load_teacher_unet, load_text_path, require_instruct_pix2pix
     from vedit_cli.train.config import Pix2PixConfig, TrainerConfig
@@ -147,7 +137,7 @@ def test_trained_folder_loads_in_the_movie_backend_and_edits_through_the_cli(bas
 
     weights = tmp_path / "weights"
     torch.set_num_threads(1)
-    train_pix2pix(Pix2PixConfig(base=base, data=triplets, output_dir=weights / "instruct-pix2pix", resolution=32,
+    train_pix2pix(Pix2PixConfig(base=sd15_base, data=triplets, output_dir=weights / "instruct-pix2pix", resolution=32,
                                 trainer=TrainerConfig(max_steps=2, batch_size=2, cpu=True)))
     root = require_instruct_pix2pix(weights)
     assert load_teacher_unet(root, weights, torch.float32).config.in_channels == 8

@@ -19,7 +19,7 @@ import numpy as np
 
 from vedit_cli.config import EncodeConfig
 from vedit_cli.errors import ConfigError, EncodeError
-from vedit_cli.io.ffmpeg import ffmpeg_exe, ffmpeg_path, stderr_tail
+from vedit_cli.io.ffmpeg import ffmpeg_exe, ffmpeg_path, interrupts_deferred, stderr_tail
 
 SUPPORTED_CODECS = ("libx264", "libx265", "libvpx-vp9")
 CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
@@ -116,8 +116,16 @@ class VideoWriter:
         self.encoded_size = encoded_size(width, height, encode)  # what the file holds (odd sides cropped by one)
         self.frames_written = 0
         self._stderr = tempfile.TemporaryFile()
-        self._process = subprocess.Popen(encode_command(self.path, width, height, Fraction(fps), encode),
-                                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        self._process = None
+        try:
+            with interrupts_deferred():
+                self._process = subprocess.Popen(encode_command(self.path, width, height, Fraction(fps), encode),
+                                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                                 stderr=self._stderr)
+        except BaseException:  # Ctrl-C held back during the start: the encoder is killed before it writes
+            if self._process is not None:
+                self.abort()
+            raise
 
     def write(self, frame_hwc_uint8: np.ndarray) -> None:
         """Send one [height, width, 3] uint8 RGB frame to the encoder."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import threading
+from contextlib import contextmanager
 from functools import lru_cache
 
 STDERR_TAIL_CHARS = 1500
@@ -46,3 +49,20 @@ def ffmpeg_path(path) -> str:
     from pathlib import Path
 
     return "file:" + str(Path(path).absolute())
+
+
+@contextmanager
+def interrupts_deferred():
+    """Hold back Ctrl-C while a child process starts, then raise it: an interrupt inside Popen would leave the
+    child running with no owner to kill it (an encoder that then writes its file after the cleanup ran)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are delivered to the main thread only
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt

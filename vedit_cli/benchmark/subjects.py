@@ -73,21 +73,21 @@ def resolve_row(spec: str, config: BenchmarkConfig, setup: Setup) -> ResolvedRun
 def build_backend(spec: str, config: BenchmarkConfig, setup: Setup) -> tuple[Editor, ResolvedRun]:
     """The backend's editor and its resolved settings: real-size random weights, or its downloaded weights
     (WeightsMissingError if absent)."""
-    model = model_config(spec, config, setup).validate()
-    module_name, class_name = BACKENDS[model.backend].split(":")
+    name, _ = parse_spec(spec)
+    module_name, class_name = BACKENDS[name].split(":")
     try:
         editor_class = getattr(importlib.import_module(module_name), class_name)
     except ModuleNotFoundError as error:
         if error.name != module_name:
             raise
-        raise ConfigError(f"backend {model.backend!r} is not part of this build of vedit yet") from None
-    run = resolve_row(spec, config, setup)
+        raise ConfigError(f"backend {name!r} is not part of this build of vedit yet") from None
+    run = resolve_row(spec, config, setup)  # builds and validates the row's ModelConfig once
     if not config.random_weights:
         return editor_class.from_run(run), run
     try:
         return editor_class.random_weights(run), run
     except NotImplementedError as error:
-        raise ConfigError(f"backend {model.backend!r} cannot build random weights: {error}") from None
+        raise ConfigError(f"backend {name!r} cannot build random weights: {error}") from None
 
 
 def build_reference(config: BenchmarkConfig, setup: Setup):

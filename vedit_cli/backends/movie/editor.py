@@ -15,7 +15,7 @@ import torch
 from vedit_cli.backends.movie import loading
 from vedit_cli.backends.movie import sampling
 from vedit_cli.editor import Editor
-from vedit_cli.config import ModelConfig, TrainedSchedule
+from vedit_cli.config import ModelConfig, TrainedSchedule, sampling_defaults
 from vedit_cli.hardware import dtype_name
 from vedit_cli.models import anchor_attention, guidance_embedding
 from vedit_cli.settings import ResolvedRun
@@ -64,7 +64,8 @@ class MovieEditor(Editor):
 
         if weights_dir is None:  # random weights (benchmarks): the mode asked for, teacher by default
             mode = "student" if config.movie_mode == "student" else "teacher"
-            return mode, (TrainedSchedule(steps=1, spacing="trailing") if mode == "student" else None)
+            recipe = sampling_defaults("movie", "student")  # a random student stands for MoViE's recipe
+            return mode, (TrainedSchedule(recipe.steps, recipe.spacing) if mode == "student" else None)
         mode = resolve_mode(config.movie_mode, weights_dir)
         return mode, (trained_schedule(weights_dir) if mode == "student" else None)
 

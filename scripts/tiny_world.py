@@ -43,8 +43,8 @@ class Sizes:
 
 # FULL is sized for a quiet 2-core machine (~25 min, from probe step times scaled to 2 quiet threads; not yet measured
 # end to end there). The README's world was built on a shared, overloaded machine with the --*-steps overrides.
-FULL = Sizes(parts.AutoencoderSize(steps=1500, batch=16), parts.AutoencoderSize(steps=300, batch=16),
-             teach.TeacherSize(steps=1500, batch=16, lr=1e-3), frames_per_clip=48)
+FULL = Sizes(parts.AutoencoderSize(steps=2000, batch=32, lr=2e-3, crop=32), parts.AutoencoderSize(steps=300, batch=16),
+             teach.TeacherSize(steps=1500, batch=32, lr=1e-3), frames_per_clip=48)
 QUICK = Sizes(parts.AutoencoderSize(steps=250, batch=16), parts.AutoencoderSize(steps=30, batch=8),
               teach.TeacherSize(steps=250, batch=16, lr=1e-3), frames_per_clip=8)
 PROBE_STEPS = 4  # timed steps per component, after one warm-up step

@@ -43,6 +43,7 @@ class TrainedSchedule:
 
     steps: int
     spacing: str
+    prediction_type: str = "epsilon"  # what the UNet outputs: epsilon, v_prediction, or sample (the clean latent)
 
 
 def sampling_defaults(backend: str, mode: str | None = None) -> SamplingDefaults | None:

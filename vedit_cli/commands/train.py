@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import typer
 
 from vedit_cli.commands.common import JsonOutput, Quiet, print_json, quiet_libraries, stderr_console
+from vedit_cli.models.student_architecture import ARCHITECTURES
 from vedit_cli.train.config import MIXED_PRECISION
 
 
@@ -87,14 +88,87 @@ def register(app: typer.Typer) -> None:
         if main_process:
             _report(progress.summary, as_json, quiet)
 
+    register_movie_student(train_app)
+
+
+def register_movie_student(train_app: typer.Typer) -> None:
+    from vedit_cli.train.config import MovieStudentConfig, TrainerConfig, TripletColumns
+
+    T, S = _defaults(TrainerConfig), _defaults(MovieStudentConfig)
+
+    @train_app.command("movie-student")
+    def movie_student(
+        teacher_dir: Annotated[Path, typer.Option(help="The InstructPix2Pix teacher folder (diffusers layout): WEIGHTS/instruct-pix2pix.", show_default=False)],
+        data: Annotated[Path, typer.Option(help="Triplets (folder, CSV/JSONL table or InstructPix2Pix parquet), as `vedit train pix2pix` reads them.", show_default=False)],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Student folder to write: WEIGHTS/movie-student (`vedit edit --backend movie` picks it up).", show_default=False)],
+        stage: Annotated[Literal["mobile", "guidance", "onestep", "all"], typer.Option(help="mobile: slim the UNet and recover the teacher; guidance: one pass instead of three; onestep: adversarial distillation to one step; all: the three in order.")] = "all",
+        architecture: Annotated[Literal[tuple(ARCHITECTURES)], typer.Option(help="stock (the teacher's UNet), no-top-attention (MoViE's cut) or mobile (also no attention at the next resolution).")] = S["architecture"],
+        work_dir: Annotated[Path | None, typer.Option(help="Per-stage checkpoints, logs and students (default: OUT.training).", show_default=False)] = None,
+        mobile_steps: Annotated[int, typer.Option(help="Optimizer steps of the mobile stage.")] = S["mobile_steps"],
+        guidance_steps: Annotated[int, typer.Option(help="Optimizer steps of the guidance stage.")] = S["guidance_steps"],
+        onestep_steps: Annotated[int, typer.Option(help="Optimizer steps of the one-step stage.")] = S["onestep_steps"],
+        batch_size: Annotated[int, typer.Option(help="Samples per process per micro-step.")] = T["batch_size"],
+        gradient_accumulation_steps: Annotated[int, typer.Option(help="Micro-steps per optimizer step.")] = T["gradient_accumulation_steps"],
+        learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = T["learning_rate"],
+        lr_scheduler: Annotated[str, typer.Option(help="constant, linear, cosine, constant_with_warmup, ...")] = T["lr_scheduler"],
+        lr_warmup_steps: Annotated[int, typer.Option(help="Warm-up steps of each stage's schedule.")] = T["lr_warmup_steps"],
+        mixed_precision: Annotated[Literal[MIXED_PRECISION], typer.Option(help="Autocast dtype.")] = T["mixed_precision"],
+        gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute the student's activations in backward.")] = T["gradient_checkpointing"],
+        checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps (and at the end of each stage).")] = T["checkpoint_every"],
+        keep_checkpoints: Annotated[int, typer.Option(help="Keep the last K checkpoints per stage.")] = T["keep_checkpoints"],
+        resolution: Annotated[int, typer.Option(help="Training crop size in pixels.")] = S["resolution"],
+        text_scale_range: Annotated[tuple[float, float], typer.Option(help="s_T drawn uniformly from LOW HIGH (stages guidance and onestep).")] = S["text_scale_range"],
+        image_scale_range: Annotated[tuple[float, float], typer.Option(help="s_I drawn uniformly from LOW HIGH.")] = S["image_scale_range"],
+        teacher_steps: Annotated[int, typer.Option(help="Steps of the guided teacher's trajectories (trailing spacing).")] = S["teacher_steps"],
+        trajectories: Annotated[int, typer.Option(help="Teacher trajectories computed once for the one-step stage.")] = S["trajectories"],
+        noise_fraction: Annotated[float, typer.Option(help="Share of one-step samples at the trajectory's first state (pure noise).")] = S["noise_fraction"],
+        distillation_weight: Annotated[float, typer.Option(help="Weight of |x0_student - x0_teacher|^2 in the one-step stage.")] = S["distillation_weight"],
+        adversarial_weight: Annotated[float, typer.Option(help="Weight of the adversarial generator term (0: the no-adversarial ablation).")] = S["adversarial_weight"],
+        source_column: Annotated[str | None, typer.Option(help="Source image column.", show_default=False)] = None,
+        instruction_column: Annotated[str | None, typer.Option(help="Instruction column.", show_default=False)] = None,
+        edited_column: Annotated[str | None, typer.Option(help="Edited image column.", show_default=False)] = None,
+        seed: Annotated[int, typer.Option(help="Seed of the data order and of every per-sample draw.")] = T["seed"],
+        resume: Annotated[bool, typer.Option(help="Continue each stage from its newest checkpoint.")] = T["resume"],
+        num_workers: Annotated[int, typer.Option(help="Data-loading worker processes per training process.")] = T["num_workers"],
+        cpu: Annotated[bool, typer.Option(help="Train on the CPU even when a GPU is there.")] = T["cpu"],
+        overwrite: Annotated[bool, typer.Option(help="Replace an existing student folder.")] = S["overwrite"],
+        as_json: JsonOutput = False,
+        quiet: Quiet = False,
+    ) -> None:
+        """Distil MoViE's student (arXiv 2412.06578) from an InstructPix2Pix teacher: slim, one pass, one step."""
+        quiet_libraries()
+        from vedit_cli.train.recipes.movie_student import train_movie_student
+
+        trainer = TrainerConfig(
+            work_dir=work_dir, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
+            learning_rate=learning_rate, lr_scheduler=lr_scheduler, lr_warmup_steps=lr_warmup_steps,
+            mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
+            checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, seed=seed, resume=resume,
+            num_workers=num_workers, cpu=cpu,
+        )
+        config = MovieStudentConfig(
+            teacher=teacher_dir, data=data, output_dir=out, trainer=trainer, architecture=architecture,
+            stages=("mobile", "guidance", "onestep") if stage == "all" else (stage,), mobile_steps=mobile_steps,
+            guidance_steps=guidance_steps, onestep_steps=onestep_steps, resolution=resolution,
+            columns=TripletColumns(source_column, instruction_column, edited_column),
+            text_scale_range=tuple(text_scale_range), image_scale_range=tuple(image_scale_range),
+            teacher_steps=teacher_steps, trajectories=trajectories, noise_fraction=noise_fraction,
+            distillation_weight=distillation_weight, adversarial_weight=adversarial_weight, overwrite=overwrite,
+        )
+        main_process = int(os.environ.get("RANK", "0")) == 0
+        with TrainingProgress(stderr_console(quiet or as_json or not main_process), "movie-student") as progress:
+            output = train_movie_student(config, progress=progress)
+        if main_process:
+            _report({**progress.summary, "output": str(output)}, as_json, quiet)
+
 
 class TrainingProgress:
     """The command's rich progress bar and its record of the run's events (the trainer calls it on rank 0)."""
 
-    def __init__(self, console):
+    def __init__(self, console, name: str = "pix2pix"):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        self.console, self.summary = console, {}
+        self.console, self.summary, self.name = console, {}, name
         self.bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                             console=console, transient=True)
@@ -113,10 +187,14 @@ class TrainingProgress:
         if kind == "start":
             self.summary.update(start_step=event["step"], processes=event["processes"],
                                 global_batch=event["global_batch"], samples=event["samples"])
-            self.bar.start()
-            self.task = self.bar.add_task("pix2pix", total=event["max_steps"], completed=event["step"], loss="-")
+            if self.task is None:
+                self.bar.start()
+            else:  # the next stage of a multi-stage recipe
+                self.bar.remove_task(self.task)
+            stage = event.get("stage", self.name)
+            self.task = self.bar.add_task(stage, total=event["max_steps"], completed=event["step"], loss="-")
             if event["resumed"]:
-                self.console.print(f"resuming at step {event['step']}")
+                self.console.print(f"{stage}: resuming at step {event['step']}")
         elif kind == "step":
             self.summary.update(loss=event["loss"], skipped_samples=event["skipped_samples"])
             self.bar.update(self.task, completed=event["step"], loss=f"{event['loss']:.4f}")
@@ -127,11 +205,19 @@ class TrainingProgress:
         elif kind == "end":
             self.summary.update(output=event["output"], steps=event["step"], seconds=event["seconds"],
                                 skipped_samples=event["skipped_samples"], rank_digests=event["rank_digests"])
+            if "stage" in event:
+                self.summary.setdefault("stages", {})[event["stage"]] = {
+                    "steps": event["step"], "seconds": event["seconds"], "loss": self.summary.get("loss")}
 
 
 def _report(summary: dict, as_json: bool, quiet: bool) -> None:
     if as_json:
         print_json(summary)
+    elif not quiet and "stages" in summary:
+        stages = "; ".join(f"{name} to step {info['steps']} in {info['seconds']:.1f} s (loss {info['loss']:.4f})"
+                           for name, info in summary["stages"].items())
+        typer.echo(f"trained {stages}; {summary['skipped_samples']} bad sample(s) skipped in the last stage; "
+                   f"wrote {summary['output']}", err=True)
     elif not quiet:
         typer.echo(f"trained {summary['steps'] - summary['start_step']} steps (to step {summary['steps']}, "
                    f"global batch {summary['global_batch']}, {summary['processes']} process(es)) in "

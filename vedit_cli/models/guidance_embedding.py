@@ -72,17 +72,26 @@ def for_unet(unet) -> GuidanceEmbedding:
     return embedding.to(device=unet.device, dtype=unet.dtype).eval()
 
 
-def save(embedding: GuidanceEmbedding, path: Path, trained_steps: int = 1, timestep_spacing: str = "trailing") -> Path:
-    """Weights as safetensors; the module's config and the step schedule the student was distilled for
-    (`trained_steps`, `timestep_spacing`: MoViE's one step from pure noise by default) in the file's metadata,
-    which inference reads back (backends.movie.student.trained_schedule)."""
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def save(embedding: GuidanceEmbedding, path: Path, trained_steps: int = 1, timestep_spacing: str = "trailing",
+         prediction_type: str = "epsilon", architecture: str | None = None) -> Path:
+    """Weights as safetensors; the module's config, the step schedule the student was distilled for
+    (`trained_steps`, `timestep_spacing`: MoViE's one step from pure noise by default), what its UNet predicts
+    (`prediction_type`: "sample" for the one-step student, which outputs the clean latent) and its architecture
+    name in the file's metadata, which inference reads back (backends.movie.student.trained_schedule)."""
     from safetensors.torch import save_file
 
     if trained_steps < 1:
         raise ConfigError(f"trained_steps must be at least 1, got {trained_steps}")
+    if prediction_type not in PREDICTION_TYPES:
+        raise ConfigError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {prediction_type!r}")
     tensors = {name: tensor.detach().float().contiguous().cpu() for name, tensor in embedding.state_dict().items()}
     metadata = {"config": json.dumps(embedding.config), "trained_steps": str(int(trained_steps)),
-                "timestep_spacing": timestep_spacing}
+                "timestep_spacing": timestep_spacing, "prediction_type": prediction_type}
+    if architecture:
+        metadata["architecture"] = architecture
     save_file(tensors, str(path), metadata=metadata)
     return Path(path)
 

@@ -100,3 +100,58 @@ class Pix2PixConfig:
         return Path(self.trainer.work_dir or Path(self.output_dir).with_name(Path(self.output_dir).name + ".training"))
 
 
+
+STUDENT_STAGES = ("mobile", "guidance", "onestep")
+
+
+@dataclass(frozen=True)
+class MovieStudentConfig:
+    """`vedit train movie-student` (see vedit_cli.train.recipes.movie_student for every field)."""
+
+    teacher: Path
+    data: Any
+    output_dir: Path
+    stages: tuple[str, ...] = STUDENT_STAGES
+    architecture: str = "mobile"
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    mobile_steps: int = 2000
+    guidance_steps: int = 4000
+    onestep_steps: int = 4000
+    columns: TripletColumns = field(default_factory=TripletColumns)
+    resolution: int = 256
+    random_resize: float = 1.0
+    random_flip: bool = True
+    text_scale_range: tuple[float, float] = (1.0, 12.0)
+    image_scale_range: tuple[float, float] = (1.0, 2.0)
+    teacher_steps: int = 10
+    trajectories: int = 4096
+    noise_fraction: float = 0.5
+    distillation_weight: float = 1.0
+    adversarial_weight: float = 0.1
+    discriminator_max_timestep: int = 750
+    overwrite: bool = False
+
+    def work_dir(self) -> Path:
+        return Path(self.trainer.work_dir or Path(self.output_dir).with_name(Path(self.output_dir).name + ".training"))
+
+    def stage_steps(self, stage: str) -> int:
+        return {"mobile": self.mobile_steps, "guidance": self.guidance_steps, "onestep": self.onestep_steps}[stage]
+
+    def check(self) -> None:
+        from vedit_cli.models.student_architecture import ARCHITECTURES
+
+        if not self.stages or any(stage not in STUDENT_STAGES for stage in self.stages):
+            raise ConfigError(f"--stage must be one of {', '.join(STUDENT_STAGES)} or all, got {self.stages}")
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(f"--architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
+        for name, (low, high) in (("text", self.text_scale_range), ("image", self.image_scale_range)):
+            if not 0 <= low <= high:
+                raise ConfigError(f"--{name}-scale-range must be LOW HIGH with 0 <= LOW <= HIGH, got {low} {high}")
+        if not 0 <= self.noise_fraction <= 1:
+            raise ConfigError(f"--noise-fraction must be between 0 and 1, got {self.noise_fraction}")
+        if self.teacher_steps < 1 or self.trajectories < 1:
+            raise ConfigError("--teacher-steps and --trajectories must be at least 1")
+        if self.distillation_weight < 0 or self.adversarial_weight < 0:
+            raise ConfigError("--distillation-weight and --adversarial-weight must not be negative")
+        if self.distillation_weight == 0 and self.adversarial_weight == 0:
+            raise ConfigError("the one-step stage needs a loss: --distillation-weight or --adversarial-weight above 0")

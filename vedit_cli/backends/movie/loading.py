@@ -87,6 +87,13 @@ def with_spacing(scheduler, spacing: str | None):
     return type(scheduler).from_config(scheduler.config, timestep_spacing=spacing)
 
 
+def with_prediction_type(scheduler, prediction_type: str):
+    """The scheduler reading the UNet's output as `prediction_type` (a distilled student's, from its metadata)."""
+    if scheduler.config.get("prediction_type") == prediction_type:
+        return scheduler
+    return type(scheduler).from_config(scheduler.config, prediction_type=prediction_type)
+
+
 def vae_scaling_factor(root: Path) -> float:
     """The full VAE's latent scaling factor, read from its config (TAESD latents are pre-scaled by it)."""
     config_path = root / "vae" / "config.json"

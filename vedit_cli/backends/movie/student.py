@@ -52,7 +52,8 @@ def trained_schedule(weights_dir: Path) -> TrainedSchedule:
     with safe_open(str(student_dir(weights_dir) / EMBEDDING_FILE), framework="pt") as handle:
         metadata = handle.metadata() or {}
     return TrainedSchedule(steps=int(metadata.get("trained_steps", 1)),
-                           spacing=metadata.get("timestep_spacing", "trailing"))
+                           spacing=metadata.get("timestep_spacing", "trailing"),
+                           prediction_type=metadata.get("prediction_type", "epsilon"))
 
 
 def apply_unet_delta(unet, delta_path: Path):

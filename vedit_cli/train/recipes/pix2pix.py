@@ -153,18 +153,11 @@ class Pix2PixRecipe:
 
     # data (runs in DataLoader workers)
     def prepare_sample(self, raw: dict, seed: int) -> dict:
-        source, edited = _to_pil(raw.get("source")), _to_pil(raw.get("edited"))
-        if edited.size != source.size:
-            edited = edited.resize(source.size)
-        rng = np.random.default_rng(seed)
-        source, edited = _augment([source, edited], self.config.resolution, self.config.random_resize,
-                                  self.config.random_flip, rng)
-        ids = self.tokenizer(str(raw.get("instruction", "")), max_length=self.tokenizer.model_max_length,
-                             padding="max_length", truncation=True, return_tensors="pt").input_ids[0]
-        return {"source": _to_tensor(source), "edited": _to_tensor(edited), "input_ids": ids}
+        c = self.config
+        return prepare_triplet(raw, seed, self.tokenizer, c.resolution, c.random_resize, c.random_flip)
 
     def collate(self, samples: list[dict]) -> dict:
-        return {key: torch.stack([sample[key] for sample in samples]) for key in ("source", "edited", "input_ids")}
+        return collate_triplets(samples)
 
     # training
     def setup(self, accelerator) -> None:
@@ -213,6 +206,23 @@ class Pix2PixRecipe:
         from vedit_cli.train.recipes.pix2pix_output import save_pipeline_folder
 
         return save_pipeline_folder(self.base, model, Path(self.config.output_dir), self.scheduler_config)
+
+
+def prepare_triplet(raw: dict, seed: int, tokenizer, resolution: int, random_resize: float, random_flip: bool) -> dict:
+    """One raw triplet -> {"source", "edited": [3, R, R] in [-1, 1], "input_ids": the instruction's tokens}, with
+    the same augmentation of source and edit (drawn from `seed`). Raises BadSample for an unreadable image."""
+    source, edited = _to_pil(raw.get("source")), _to_pil(raw.get("edited"))
+    if edited.size != source.size:
+        edited = edited.resize(source.size)
+    rng = np.random.default_rng(seed)
+    source, edited = _augment([source, edited], resolution, random_resize, random_flip, rng)
+    ids = tokenizer(str(raw.get("instruction", "")), max_length=tokenizer.model_max_length,
+                    padding="max_length", truncation=True, return_tensors="pt").input_ids[0]
+    return {"source": _to_tensor(source), "edited": _to_tensor(edited), "input_ids": ids}
+
+
+def collate_triplets(samples: list[dict]) -> dict:
+    return {key: torch.stack([sample[key] for sample in samples]) for key in ("source", "edited", "input_ids")}
 
 
 def _to_pil(image):

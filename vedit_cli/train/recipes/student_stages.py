@@ -1,0 +1,199 @@
+"""The MoViE student's three training stages, each a recipe of the accelerate trainer (vedit_cli.train.trainer).
+
+1. mobile: the slimmed UNet (vedit_cli.models.student_architecture) learns to reproduce the teacher's prediction,
+   for each of its three conditionings (instruction + image, image only, neither) drawn with equal chance, so
+   that the teacher's guidance formula still works on it. x_t: the data's edited images, noised at t ~ U[0, 1000).
+2. guidance (Meng et al., arXiv 2210.03142, with MoViE's two scales): one conditional pass of the student, given
+   (s_I, s_T) through the guidance embedding, regresses the teacher's three-pass guided epsilon. x_t: the data's
+   edited images noised at t ~ U[0, 1000), the distribution the teacher was trained on, so its targets are
+   trustworthy at every t (teacher trajectories would only visit its sampler's 10 timesteps).
+3. onestep (MoViE Fig. 3): the student reads a state x_t of the guided teacher's own denoising trajectory
+   (trailing spacing: the first state is pure noise at t=999), with that trajectory's scales, and predicts the
+   clean latent (prediction type "sample": one Euler step to sigma 0 returns it exactly). Loss per sample:
+   distillation_weight * |x0_student - x0_teacher|^2 + adversarial_weight * hinge generator term, plus the
+   discriminator's hinge term (vedit_cli.train.recipes.discriminator), trained in the same step (the
+   generator term reads the heads detached; the discriminator term reads the student's latent detached).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vedit_cli.train.randomness import SampleRandom
+from vedit_cli.train.recipes.pix2pix import collate_triplets, prepare_triplet
+from vedit_cli.train.recipes.student_parts import FrozenTeacher, draw_scales, save_student
+
+
+class _TripletStage:
+    """Data and output shared by the mobile and guidance stages."""
+
+    model: torch.nn.Module
+
+    def __init__(self, config, teacher: FrozenTeacher, source, output: Path, architecture: str):
+        from diffusers import DDPMScheduler
+
+        self.config, self.teacher, self.source, self.output = config, teacher, source, Path(output)
+        self.architecture = architecture
+        self.noise_scheduler = DDPMScheduler.from_config(teacher.scheduler_config)
+
+    def prepare_sample(self, raw: dict, seed: int) -> dict:
+        c = self.config
+        return prepare_triplet(raw, seed, self.teacher.tokenizer, c.resolution, c.random_resize, c.random_flip)
+
+    def collate(self, samples: list[dict]) -> dict:
+        return collate_triplets(samples)
+
+    def setup(self, accelerator) -> None:
+        self.device = accelerator.device
+        self.teacher.to(self.device)
+        self.noise_scheduler.alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(self.device)
+
+    def noised(self, batch: dict, random) -> tuple:
+        """(x_t, t, image latents, text) from the batch's edited images."""
+        latents, image_latents, text = self.teacher.encode(batch, random)
+        timesteps = random.randint(self.noise_scheduler.config.num_train_timesteps).to(self.device)
+        noise = random.randn(*latents.shape[1:]).to(self.device)
+        return self.noise_scheduler.add_noise(latents, noise, timesteps), timesteps, image_latents, text
+
+    def validate(self, model, step: int, folder: Path) -> None:
+        pass
+
+    def spacing(self) -> str:
+        return self.teacher.scheduler_config.get("timestep_spacing", "linspace")
+
+
+class MobileStage(_TripletStage):
+    """Stage 1: the slim UNet reproduces the teacher's epsilon under each conditioning."""
+
+    def __init__(self, config, teacher: FrozenTeacher, source, output: Path, architecture: str, student_unet):
+        super().__init__(config, teacher, source, output, architecture)
+        self.model = student_unet
+
+    def loss(self, model, batch: dict, step: int) -> torch.Tensor:
+        random = SampleRandom(batch["sample_seed"])
+        which = (random.rand() * 3).long().clamp(max=2).to(self.device)  # 0: text+image, 1: image, 2: neither
+        x_t, timesteps, image_latents, text = self.noised(batch, random)
+        null = self.teacher.null_text.expand_as(text)
+        text = torch.where((which > 0)[:, None, None], null, text)
+        image_latents = image_latents * (which < 2)[:, None, None, None]
+        inputs = torch.cat([x_t, image_latents], dim=1)
+        with torch.no_grad():
+            target = self.teacher.unet(inputs, timesteps, text).sample
+        prediction = model(inputs, timesteps, text).sample
+        return F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+
+    def save(self, model) -> Path:
+        from vedit_cli.models import guidance_embedding
+
+        embedding = guidance_embedding.for_unet(model)  # zero: this student's one pass is its conditional pass
+        return save_student(self.output, model, embedding, trained_steps=10, spacing=self.spacing(),
+                            prediction_type="epsilon", architecture=self.architecture)
+
+
+class GuidanceStage(_TripletStage):
+    """Stage 2: one pass with (s_I, s_T) embedded regresses the teacher's three-pass guided epsilon."""
+
+    def __init__(self, config, teacher: FrozenTeacher, source, output: Path, architecture: str, student_unet):
+        super().__init__(config, teacher, source, output, architecture)
+        self.model = student_unet  # with its guidance embedding attached (class_embedding)
+
+    def loss(self, model, batch: dict, step: int) -> torch.Tensor:
+        c = self.config
+        random = SampleRandom(batch["sample_seed"])
+        scales = draw_scales(random, c.text_scale_range, c.image_scale_range).to(self.device)
+        x_t, timesteps, image_latents, text = self.noised(batch, random)
+        target = self.teacher.guided(x_t, timesteps, image_latents, text, scales)
+        prediction = model(torch.cat([x_t, image_latents], dim=1), timesteps, text, class_labels=scales).sample
+        return F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+
+    def save(self, model) -> Path:
+        return save_student(self.output, model, model.class_embedding, trained_steps=self.config.teacher_steps,
+                            spacing=self.spacing(), prediction_type="epsilon", architecture=self.architecture)
+
+
+class StudentWithHeads(torch.nn.Module):
+    """The one-step stage's trained module: the student UNet and the discriminator's heads. Its forward returns
+    the per-sample loss, so that DDP sees one forward per step."""
+
+    def __init__(self, student_unet, discriminator, noise_scheduler, config):
+        super().__init__()
+        self.student, self.discriminator = student_unet, discriminator
+        self.noise_scheduler, self.config = noise_scheduler, config
+
+    def forward(self, batch: dict, disc_timesteps, disc_noise) -> tuple[torch.Tensor, dict]:
+        from vedit_cli.train.recipes.discriminator import hinge_losses
+
+        c = self.config
+        image_latents, text, scales = batch["image_latents"], batch["text"], batch["scales"]
+        x0 = self.student(torch.cat([batch["model_input"], image_latents], dim=1), batch["timesteps"], text,
+                          class_labels=scales).sample
+        target = batch["final"]
+        distillation = F.mse_loss(x0.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        loss = c.distillation_weight * distillation
+        terms = {"distillation": distillation.detach()}
+        if c.adversarial_weight > 0:
+            disc = self.discriminator
+            fake = disc.features(self.noise_scheduler.add_noise(x0, disc_noise, disc_timesteps), image_latents,
+                                 text, disc_timesteps)
+            with torch.no_grad():
+                real = disc.features(self.noise_scheduler.add_noise(target, disc_noise, disc_timesteps),
+                                     image_latents, text, disc_timesteps)
+            d_loss, g_loss = hinge_losses(disc.logits(real), disc.logits([f.detach() for f in fake]),
+                                          disc.logits(fake, frozen_heads=True))
+            loss = loss + c.adversarial_weight * g_loss + d_loss
+            terms.update(generator=g_loss.detach(), discriminator=d_loss.detach())
+        return loss, terms
+
+
+class OneStepStage:
+    """Stage 3: one step from the teacher's trajectory states to its final latent, with an adversarial term."""
+
+    def __init__(self, config, teacher: FrozenTeacher, trajectories, output: Path, architecture: str, student_unet):
+        from diffusers import DDPMScheduler
+
+        from vedit_cli.train.recipes.discriminator import TeacherFeatureDiscriminator
+
+        self.config, self.teacher, self.source, self.output = config, teacher, trajectories, Path(output)
+        self.architecture = architecture
+        self.noise_scheduler = DDPMScheduler.from_config(teacher.scheduler_config)
+        self.model = StudentWithHeads(student_unet, TeacherFeatureDiscriminator(teacher.unet), self.noise_scheduler,
+                                      config)
+
+    def prepare_sample(self, raw: dict, seed: int) -> dict:
+        return raw
+
+    def collate(self, samples: list[dict]) -> dict:
+        return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
+
+    def setup(self, accelerator) -> None:
+        self.device = accelerator.device
+        self.teacher.to(self.device)
+        self.noise_scheduler.alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(self.device)
+        self.source.build(self.teacher, accelerator)
+
+    def loss(self, model, batch: dict, step: int) -> torch.Tensor:
+        c = self.config
+        random = SampleRandom(batch["sample_seed"])
+        states = batch["model_inputs"].shape[1]
+        pure_noise = random.rand() < c.noise_fraction
+        index = torch.where(pure_noise, torch.zeros(len(pure_noise), dtype=torch.long), random.randint(states))
+        rows = torch.arange(len(index))
+        disc_timesteps = random.randint(c.discriminator_max_timestep).to(self.device)
+        disc_noise = random.randn(*batch["final"].shape[1:]).to(self.device)
+        inputs = {"model_input": batch["model_inputs"][rows, index].to(self.device),
+                  "timesteps": batch["timesteps"][rows, index].to(self.device),
+                  "image_latents": batch["image_latents"].to(self.device), "scales": batch["scales"].to(self.device),
+                  "final": batch["final"].to(self.device), "text": self.teacher.text(batch["input_ids"])}
+        loss, self.last_terms = model(inputs, disc_timesteps, disc_noise)
+        return loss
+
+    def validate(self, model, step: int, folder: Path) -> None:
+        pass
+
+    def save(self, model) -> Path:
+        student = model.student
+        return save_student(self.output, student, student.class_embedding, trained_steps=1, spacing="trailing",
+                            prediction_type="sample", architecture=self.architecture)

@@ -29,6 +29,7 @@ DEFAULT_VIDEOS = REPO.parent / "shared" / "videos"
 import torch  # noqa: E402
 
 from vedit_cli.tinyworld import components as parts  # noqa: E402
+from vedit_cli.tinyworld import students as learners  # noqa: E402
 from vedit_cli.tinyworld import teacher as teach  # noqa: E402
 from vedit_cli.tinyworld.clips import WorldSpec, build_cache, find_clip, load_split, video_files  # noqa: E402
 
@@ -39,6 +40,7 @@ class Sizes:
     taesd: parts.AutoencoderSize
     teacher: teach.TeacherSize
     frames_per_clip: int
+    students: learners.StudentSize = learners.StudentSize()
 
 
 # FULL is sized for a quiet 2-core machine (~25 min, from probe step times scaled to 2 quiet threads; not yet measured
@@ -46,7 +48,9 @@ class Sizes:
 FULL = Sizes(parts.AutoencoderSize(steps=2000, batch=32, lr=2e-3, crop=32), parts.AutoencoderSize(steps=300, batch=16),
              teach.TeacherSize(steps=1500, batch=32, lr=1e-3), frames_per_clip=48)
 QUICK = Sizes(parts.AutoencoderSize(steps=250, batch=16), parts.AutoencoderSize(steps=30, batch=8),
-              teach.TeacherSize(steps=250, batch=16, lr=1e-3), frames_per_clip=8)
+              teach.TeacherSize(steps=250, batch=16, lr=1e-3), frames_per_clip=8,
+              students=learners.StudentSize(batch=4, mobile_steps=2, guidance_steps=2, onestep_steps=2,
+                                            trajectories=8))
 PROBE_STEPS = 4  # timed steps per component, after one warm-up step
 
 
@@ -145,6 +149,27 @@ def build_teacher(root: Path, frames_nhwc, spec: WorldSpec, size: teach.TeacherS
                                        "steps": size.steps, "batch": size.batch})
 
 
+def build_students(root: Path, frames_nhwc, spec: WorldSpec, size: learners.StudentSize, names) -> None:
+    """Every MoViE student variant (vedit_cli.tinyworld.students) asked for, each skipped once built."""
+    data = teach.FrameEditTriplets(frames_nhwc)
+    for variant in learners.VARIANTS:
+        component = f"student-{variant.name or 'headline'}"
+        if (names and (variant.name or "headline") not in names) or parts.done_facts(root, component):
+            continue
+        say(f"{variant.label}: `vedit train movie-student` stages {', '.join(variant.stages) or '(reused)'}")
+        started = time.perf_counter()
+        reporters = {}
+
+        def progress(event, reporters=reporters):
+            if event.get("event") == "step":
+                stage = event["stage"]
+                reporters.setdefault(stage, StepReporter(stage))(event["step"], event["max_steps"], event["loss"])
+
+        learners.build_variant(root, variant, data, size, spec.size, progress)
+        parts.write_done(root, component, {"minutes": round((time.perf_counter() - started) / 60, 2),
+                                           "size": asdict(size)})
+
+
 # 2. the probe and the budget table ---------------------------------------------------------------------------------
 def probe(root: Path, frames: torch.Tensor, frames_nhwc, spec: WorldSpec, sizes: Sizes) -> list[dict]:
     """Seconds per step of each trained component, from PROBE_STEPS steps after a warm-up (untrained parts)."""
@@ -219,7 +244,8 @@ def chosen_sizes(args) -> Sizes:
                         lr=args.teacher_lr or sizes.teacher.lr))
 
 
-def build(root: Path, sizes: Sizes, quick: bool, videos: Path | None, budget_minutes: float, threads: int) -> int:
+def build(root: Path, sizes: Sizes, quick: bool, videos: Path | None, budget_minutes: float, threads: int,
+          students: list[str] | None = None) -> int:
     started = time.perf_counter()
     torch.set_num_threads(threads or threads_for_this_machine())
     quiet_libraries()
@@ -251,6 +277,8 @@ def build(root: Path, sizes: Sizes, quick: bool, videos: Path | None, budget_min
     build_taesd(root, frames, validation, sizes.taesd)
     build_random(root, spec, sizes.teacher)
     build_teacher(root, frames_nhwc, spec, sizes.teacher)
+    if students != ["none"]:
+        build_students(root, frames_nhwc, spec, sizes.students, students)
     minutes = (time.perf_counter() - started) / 60
     say(f"built {root} in {minutes:.1f} min: vedit edit CLIP 'make it black and white' --backend movie "
         f"--weights-dir {root} --size {spec.size} --dtype float32")
@@ -308,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("vae", "taesd", "teacher"):
         build_parser.add_argument(f"--{name}-steps", type=int, default=0, help=f"override the {name}'s training steps")
     build_parser.add_argument("--teacher-lr", type=float, default=0.0, help="override the teacher's learning rate")
+    build_parser.add_argument("--students", nargs="*", default=[],
+                              help="student variants to build (headline, guidance-only, no-adversarial, "
+                                   "no-top-attention, stock; default: all; 'none': no students)")
     score_parser = commands.add_parser("score", help="score every backend/mode with weights in DIR")
     score_parser.add_argument("dir", type=Path)
     score_parser.add_argument("--clips", type=Path, required=True, help="folder of clips (held-out ones are picked)")
@@ -320,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     score_parser.add_argument("--work", type=Path, default=None, help="folder for the scored outputs")
     args = parser.parse_args(argv)
     if args.command == "build":
-        return build(args.dir, chosen_sizes(args), args.quick, args.videos, args.budget_minutes, args.threads)
+        return build(args.dir, chosen_sizes(args), args.quick, args.videos, args.budget_minutes, args.threads,
+                     args.students)
     return score_command(args.dir, args.clips, args.json, args.frames, args.work, args)
 
 

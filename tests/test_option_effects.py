@@ -38,6 +38,7 @@ CASES: dict[tuple[str, str], tuple[dict, object]] = {
     ("seed", "movie"): ({}, 1), ("seed", "eve"): ({}, 1), ("seed", "svdiff"): ({}, 1),
     ("size", "movie"): ({}, 24), ("size", "eve"): ({}, 24), ("size", "svdiff"): ({}, 24),
     ("dtype", "movie"): ({}, "bfloat16"), ("dtype", "eve"): ({}, "bfloat16"), ("dtype", "svdiff"): ({}, "bfloat16"),
+    ("timestep_spacing", "movie"): ({}, "trailing"), ("timestep_spacing", "eve"): ({}, "leading"),
     ("image_guidance_scale", "movie"): ({}, 3.0),
     ("vae", "movie"): ({}, "tiny"),
     ("movie_mode", "movie"): ({}, "student"),
@@ -67,7 +68,7 @@ CLI_VALUES = {"steps": ("2", 2), "guidance_scale": ("3", 3.0), "seed": ("1", 1),
               "movie_mode": ("teacher", "teacher"), "anchor": (None, True), "keyframe_interval": ("2", 2),
               "caption": ("a cat", "a cat"), "controlnet_scale": ("0.5", 0.5), "lora_scale": ("0.5", 0.5),
               "window": ("8", 8), "overlap": ("2", 2), "chunk_windows": ("2", 2), "strength": ("0.3", 0.3),
-              "svdiff_init": ("noise", "noise")}
+              "svdiff_init": ("noise", "noise"), "timestep_spacing": ("trailing", "trailing")}
 
 
 class _Stop(Exception):

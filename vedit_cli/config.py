@@ -13,6 +13,7 @@ VAE_CHOICES = ("auto", "full", "tiny")
 MOVIE_MODES = ("auto", "teacher", "student")
 OUTPUT_SIZES = ("source", "processing")  # source: the input's display size; processing: the model's size
 SVDIFF_INITS = ("inversion", "noise")  # how svdiff reaches its start timestep (backends/svdiff/sampling.py)
+TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")  # diffusers schedulers' timestep_spacing
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class ModelConfig:
     lora_scale: float = 1.0  # eve alignment LoRA strength
     strength: float = 0.5  # svdiff: the start timestep, as a fraction of the schedule (0 < s <= 1)
     svdiff_init: str = "inversion"  # svdiff: DDIM inversion to the start timestep (SVDiff), or "noise" (img2img)
+    timestep_spacing: str | None = None  # movie, eve: linspace, leading or trailing (None: the backend's default)
     window: int = 16  # eve: frames per temporal window
     overlap: int = 4  # eve: frames shared by neighbouring windows
     chunk_windows: int = 4  # eve: windows denoised together, latents blended every step (bounds memory)
@@ -93,6 +95,8 @@ class ModelConfig:
         _check_choice("--vae", self.vae, VAE_CHOICES)
         _check_choice("--movie-mode", self.movie_mode, MOVIE_MODES)
         _check_choice("--svdiff-init", self.svdiff_init, SVDIFF_INITS)
+        if self.timestep_spacing is not None:
+            _check_choice("--timestep-spacing", self.timestep_spacing, TIMESTEP_SPACINGS)
         if self.window < 1 or not 0 <= self.overlap < self.window:
             raise ConfigError(f"--overlap must be in [0, --window), got window={self.window} overlap={self.overlap}")
         if self.chunk_windows < 1:

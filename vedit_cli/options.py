@@ -23,6 +23,7 @@ OPTION_BACKENDS: dict[str, tuple[str, ...]] = {
     "dtype": MODEL_BACKENDS,
     "weights_dir": MODEL_BACKENDS,
     "allow_download": MODEL_BACKENDS,
+    "timestep_spacing": ("movie", "eve"),
     # movie (InstructPix2Pix teacher and its student)
     "image_guidance_scale": ("movie",),
     "vae": ("movie",),

@@ -83,7 +83,7 @@ def resolve_run(model: ModelConfig, hardware: Hardware | None = None, random_wei
     defaults = sampling_defaults(model.backend, mode)
     if defaults is not None:
         steps = model.steps or (trained.steps if trained else defaults.steps)
-        spacing = trained.spacing if trained else defaults.spacing
+        spacing = model.timestep_spacing or (trained.spacing if trained else defaults.spacing)
         guidance = defaults.guidance_scale if model.guidance_scale is None else model.guidance_scale
         model = replace(model, steps=steps, guidance_scale=guidance)
     else:

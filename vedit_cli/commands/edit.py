@@ -18,7 +18,8 @@ from vedit_cli.commands.common import (
 )
 from vedit_cli.commands.edit_ray import ClipTimeout, GpusPerWorker, MaxRetries, RayAddress, Workers, check_ray_options
 from vedit_cli.config import (
-    BACKEND_DEFAULTS, MOVIE_MODES, OUTPUT_SIZES, SVDIFF_INITS, VAE_CHOICES, EditConfig, EncodeConfig, ModelConfig,
+    BACKEND_DEFAULTS, MOVIE_MODES, OUTPUT_SIZES, SVDIFF_INITS, TIMESTEP_SPACINGS, VAE_CHOICES, EditConfig, EncodeConfig,
+    ModelConfig,
 )
 from vedit_cli.io.encode import PRESETS, SUPPORTED_CODECS
 from vedit_cli.options import BACKEND_NAMES
@@ -53,6 +54,7 @@ def edit(
     size: Annotated[int, typer.Option(min=64, max=4096, help="Short side of the processing size, in pixels.", rich_help_panel=PANEL_MODEL)] = _MODEL.size,
     device: Device = _MODEL.device,
     dtype: Dtype = _MODEL.dtype,
+    timestep_spacing: Annotated[Optional[Literal[TIMESTEP_SPACINGS]], typer.Option(help="Where the steps sit on the training schedule: trailing starts from pure noise (default: movie teacher as its checkpoint, student as trained, eve trailing).", show_default=False, rich_help_panel=PANEL_MODEL)] = None,
     image_guidance_scale: Annotated[float, typer.Option(min=0, help="Image guidance scale.", rich_help_panel=PANEL_MOVIE)] = _MODEL.image_guidance_scale,
     movie_mode: Annotated[Literal[MOVIE_MODES], typer.Option(help="auto (student if its weights exist), teacher or student.", rich_help_panel=PANEL_MOVIE)] = _MODEL.movie_mode,
     vae: Annotated[Literal[VAE_CHOICES], typer.Option(help="Autoencoder: auto (teacher: full, student: tiny), full or tiny (TAESD).", rich_help_panel=PANEL_MOVIE)] = _MODEL.vae,
@@ -98,7 +100,8 @@ def edit(
         seed=seed, size=size, device=device, dtype=dtype, vae=vae, movie_mode=movie_mode, anchor=anchor,
         keyframe_interval=keyframe_interval, caption=caption, controlnet_scale=controlnet_scale,
         lora_scale=lora_scale, window=window, overlap=overlap, chunk_windows=chunk_windows, strength=strength,
-        svdiff_init=svdiff_init, weights_dir=weights_dir, allow_download=allow_download,
+        svdiff_init=svdiff_init, timestep_spacing=timestep_spacing, weights_dir=weights_dir,
+        allow_download=allow_download,
     )
     encode = EncodeConfig(codec=codec, crf=crf, preset=preset, keep_odd_size=keep_odd_size)
     config = EditConfig(model=model, encode=encode, output_size=output_size, overwrite=overwrite).validate()

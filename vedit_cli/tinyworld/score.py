@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vedit_cli.tinyworld.edits import EDITS, apply_uint8
+from vedit_cli.tinyworld.students import score_rows as student_rows
 
 RANDOM_SUBDIR = "random"  # <world>/random: the same pipeline folders with the untrained UNet
 
@@ -71,8 +72,11 @@ def plan_rows(world: Path, options: Options) -> list[Row]:
         rows.append(Row("movie teacher", "movie", world, (*teacher, "--vae", "full"), passes))
         if (world / "taesd").is_dir():
             rows.append(Row("movie teacher, TAESD", "movie", world, (*teacher, "--vae", "tiny"), passes))
-    if (world / "movie-student").is_dir():
-        rows.append(Row("movie student", "movie", world, ("--movie-mode", "student"), 1))
+        one_step = ("--movie-mode", "teacher", "--steps", "1", "--timestep-spacing", "trailing", *guidance[2:])
+        rows.append(Row("movie teacher, 1 step (trailing, undistilled)", "movie", world, (*one_step, "--vae", "full"),
+                        movie_passes(1, options.guidance_scale, options.image_guidance_scale)))
+    for folder, row in student_rows(world):
+        rows.append(Row(row["label"], "movie", folder, ("--movie-mode", "student", *guidance[2:]), row["passes"]))
     if (world / RANDOM_SUBDIR / "instruct-pix2pix").is_dir():
         rows.append(Row("movie teacher, random weights", "movie", world / RANDOM_SUBDIR, (*teacher, "--vae", "full"),
                         passes))

@@ -1,0 +1,182 @@
+"""`vedit train movie-student` on tiny local components: each stage trains only what it should, the stage-1 loss is
+zero when the student already is the guided teacher, the scales are not interchangeable, the training's guidance
+formula is the one `vedit edit` samples with, and a trained student edits through the CLI at its default steps."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests import tiny
+from tests.train_helpers import REPO_ROOT, train_env, vedit_command
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory) -> Path:
+    return tiny.save_instruct_pix2pix(tmp_path_factory.mktemp("teacher") / "instruct-pix2pix")
+
+
+def _config(teacher_dir, triplets, work: Path, **fields):
+    from vedit_cli.train.config import MovieStudentConfig, TrainerConfig
+
+    trainer = TrainerConfig(work_dir=work, batch_size=2, learning_rate=1e-3, cpu=True, checkpoint_every=100)
+    defaults = dict(mobile_steps=1, guidance_steps=1, onestep_steps=1, trajectories=4, resolution=32,
+                    random_flip=False)
+    return MovieStudentConfig(teacher=teacher_dir, data=triplets, output_dir=work.parent / "movie-student",
+                              trainer=trainer, **{**defaults, **fields})
+
+
+def _recipe_step(stage: str, config, prepare=None):
+    """(recipe, weights before, weights after) of one optimisation step of `stage`."""
+    from vedit_cli.train.recipes.movie_student import _recipe
+    from vedit_cli.train.recipes.student_parts import FrozenTeacher
+    from vedit_cli.train.data.triplets import open_triplets
+    from vedit_cli.train.trainer import train
+
+    torch.set_num_threads(1)
+    teacher = FrozenTeacher(config.teacher)
+    recipe = _recipe(stage, config, teacher, open_triplets(config.data, config.columns), config.work_dir())
+    if prepare is not None:
+        prepare(recipe)
+    before = {name: p.detach().clone() for name, p in recipe.model.named_parameters()}
+    teacher_before = {name: p.detach().clone() for name, p in teacher.unet.named_parameters()}
+    trainer = dataclasses.replace(config.trainer, work_dir=config.work_dir() / stage, max_steps=1)
+    losses = []
+    train(recipe, trainer, lambda event: losses.append(event["loss"]) if event["event"] == "step" else None)
+    after = dict(recipe.model.named_parameters())
+    changed = {name for name in before if not torch.equal(before[name], after[name].detach())}
+    teacher_changed = any(not torch.equal(p, dict(teacher.unet.named_parameters())[n]) for n, p in teacher_before.items())
+    return recipe, changed, teacher_changed, losses
+
+
+def test_each_stage_changes_only_what_it_trains(teacher_dir, triplets, tmp_path):
+    config = _config(teacher_dir, triplets, tmp_path / "work")
+    _, changed, teacher_changed, _ = _recipe_step("mobile", config)
+    assert changed and not teacher_changed
+    assert not any(name.startswith("class_embedding") for name in changed)  # the mobile student has no embedding yet
+    # guidance starts from the mobile stage's student: the UNet and the guidance embedding train
+    _, changed, teacher_changed, _ = _recipe_step("guidance", config)
+    assert not teacher_changed
+    assert any(name.startswith("class_embedding.") for name in changed)
+    assert any(not name.startswith("class_embedding.") for name in changed)
+    # onestep: the student and the discriminator's heads train, the teacher (the discriminator's features) does not
+    recipe, changed, teacher_changed, _ = _recipe_step("onestep", config)
+    assert not teacher_changed
+    assert any(name.startswith("student.") for name in changed)
+    assert any(name.startswith("discriminator.heads.") for name in changed)
+    assert not any(name.startswith("discriminator.teacher") for name in dict(recipe.model.named_parameters()))
+    # the no-adversarial ablation leaves the heads alone
+    plain = dataclasses.replace(config, adversarial_weight=0.0)
+    _, changed, _, _ = _recipe_step("onestep", plain)
+    assert changed and not any(name.startswith("discriminator.") for name in changed)
+
+
+def test_the_guidance_loss_is_zero_when_the_student_is_the_guided_teacher(teacher_dir, triplets, tmp_path):
+    """A stock student is a copy of the teacher with a zero guidance embedding: its one pass is eps(I, T), which is
+    exactly the guided teacher at s_T = s_I = 1. At s_T = 7.5 it is not."""
+    at_one = _config(teacher_dir, triplets, tmp_path / "one", architecture="stock", text_scale_range=(1.0, 1.0),
+                     image_scale_range=(1.0, 1.0))
+    _, _, _, losses = _recipe_step("guidance", at_one)
+    assert losses[0] < 1e-10
+    guided = _config(teacher_dir, triplets, tmp_path / "guided", architecture="stock", text_scale_range=(7.5, 7.5),
+                     image_scale_range=(1.5, 1.5))
+    _, _, _, losses = _recipe_step("guidance", guided)
+    assert losses[0] > 1e-4
+
+
+def test_the_training_guidance_is_the_formula_vedit_edit_samples_with(teacher_dir):
+    from vedit_cli.backends.movie.sampling import teacher_plan, combine
+    from vedit_cli.train.recipes.student_parts import guided_prediction
+
+    teacher = tiny.tiny_unet(8, seed=3)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 8, 8, generator=generator)
+    image = torch.randn(1, 4, 8, 8, generator=generator)
+    text, null = torch.randn(1, 77, tiny.TEXT_HIDDEN, generator=generator), torch.randn(1, 77, tiny.TEXT_HIDDEN,
+                                                                                        generator=generator)
+    t = torch.tensor([500])
+    s_text, s_image = 6.0, 1.7
+    with torch.no_grad():
+        trained = guided_prediction(teacher, x, t, image, text, null, torch.tensor([[s_image, s_text]]))
+        rows = teacher(torch.cat([torch.cat([x] * 3), torch.cat([image, image, torch.zeros_like(image)])], dim=1),
+                       t.repeat(3), torch.cat([text, null, null])).sample
+    sampled = combine(rows, teacher_plan(s_text, s_image))
+    torch.testing.assert_close(trained, sampled, rtol=1e-5, atol=1e-5)
+
+
+def test_swapping_the_two_scales_changes_the_students_output(teacher_dir):
+    from vedit_cli.models import guidance_embedding
+
+    unet = tiny.tiny_unet(8, seed=1)
+    embedding = guidance_embedding.for_unet(unet)
+    torch.nn.init.normal_(embedding.mlp.linear_2.weight, std=0.5)  # a trained (non-zero) embedding
+    guidance_embedding.attach(unet, embedding)
+    x = torch.randn(1, 8, 8, 8, generator=torch.Generator().manual_seed(0))
+    text = torch.randn(1, 77, tiny.TEXT_HIDDEN, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        image_first = unet(x, 999, text, class_labels=torch.tensor([[1.5, 7.5]])).sample
+        swapped = unet(x, 999, text, class_labels=torch.tensor([[7.5, 1.5]])).sample
+    assert (image_first - swapped).abs().max() > 1e-3
+
+
+def test_a_trained_student_edits_through_the_cli_at_its_default_step_count(teacher_dir, triplets, tmp_path):
+    from tests.io_media import make_clip
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "instruct-pix2pix").symlink_to(teacher_dir, target_is_directory=True)
+    tiny.save_taesd(weights / "taesd")
+    trained = subprocess.run(vedit_command(
+        "train", "movie-student", "--teacher-dir", teacher_dir, "--data", triplets, "--out", weights / "movie-student",
+        "--mobile-steps", "1", "--guidance-steps", "1", "--onestep-steps", "1", "--trajectories", "2",
+        "--batch-size", "2", "--resolution", "32", "--cpu", "--json"),
+        capture_output=True, text=True, env=train_env(), cwd=REPO_ROOT, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    summary = json.loads(trained.stdout)
+    assert set(summary["stages"]) == {"mobile", "guidance", "onestep"}
+    from safetensors import safe_open
+
+    with safe_open(str(weights / "movie-student" / "guidance_embedding.safetensors"), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert (metadata["trained_steps"], metadata["timestep_spacing"], metadata["prediction_type"],
+            metadata["architecture"]) == ("1", "trailing", "sample", "mobile")
+    clip = make_clip(tmp_path / "clip.mp4", seconds=0.2, size="64x48")
+    edited = subprocess.run(vedit_command("edit", clip, "invert the colours", "--backend", "movie", "--weights-dir",
+                                          weights, "--dtype", "float32", "--size", "64", "--preset", "ultrafast",
+                                          "-o", tmp_path / "out.mp4", "--json"),
+                            capture_output=True, text=True, env=train_env(), cwd=REPO_ROOT, timeout=180)
+    assert edited.returncode == 0, edited.stderr[-3000:]
+    result = json.loads(edited.stdout)
+    assert result["summary"]["ok"] == 1
+    assert result["settings"]["mode"] == "student" and result["settings"]["steps"] == 1
+
+
+def test_the_one_step_student_returns_its_prediction_as_the_clean_latent():
+    """prediction type "sample" with one trailing Euler step: the step's output IS the UNet's output."""
+    from diffusers import EulerDiscreteScheduler
+
+    from vedit_cli.backends.movie.loading import IP2P_SCHEDULER, with_prediction_type, with_spacing
+
+    scheduler = with_prediction_type(with_spacing(EulerDiscreteScheduler(**IP2P_SCHEDULER), "trailing"), "sample")
+    scheduler.set_timesteps(1)
+    assert int(scheduler.timesteps[0]) == 999
+    latents = torch.randn(1, 4, 8, 8) * scheduler.init_noise_sigma
+    predicted = torch.randn(1, 4, 8, 8)
+    out = scheduler.step(predicted, scheduler.timesteps[0], latents).prev_sample
+    torch.testing.assert_close(out, predicted)
+
+
+def test_bad_options_are_one_line_before_anything_loads(tmp_path):
+    from vedit_cli.errors import ConfigError
+    from vedit_cli.train.config import MovieStudentConfig
+
+    with pytest.raises(ConfigError, match="--architecture"):
+        MovieStudentConfig(teacher=tmp_path, data=tmp_path, output_dir=tmp_path / "o", architecture="tiny").check()
+    with pytest.raises(ConfigError, match="--text-scale-range"):
+        MovieStudentConfig(teacher=tmp_path, data=tmp_path, output_dir=tmp_path / "o",
+                           text_scale_range=(5.0, 1.0)).check()

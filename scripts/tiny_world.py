@@ -45,7 +45,7 @@ class Sizes:
 
 # FULL is sized for a quiet 2-core machine (~25 min, from probe step times scaled to 2 quiet threads; not yet measured
 # end to end there). The README's world was built on a shared, overloaded machine with the --*-steps overrides.
-FULL = Sizes(parts.AutoencoderSize(steps=2000, batch=32, lr=2e-3, crop=32), parts.AutoencoderSize(steps=300, batch=16),
+FULL = Sizes(parts.AutoencoderSize(steps=2000, batch=32, lr=2e-3, crop=32), parts.AutoencoderSize(steps=800, batch=32, crop=32),
              teach.TeacherSize(steps=1500, batch=32, lr=1e-3), frames_per_clip=48)
 QUICK = Sizes(parts.AutoencoderSize(steps=250, batch=16), parts.AutoencoderSize(steps=30, batch=8),
               teach.TeacherSize(steps=250, batch=16, lr=1e-3), frames_per_clip=8,
@@ -297,7 +297,8 @@ def score_command(root: Path, clips: Path, json_output: bool, frames: int, work:
 
     spec = json.loads((root / "tinyworld.json").read_text())
     options = Options(size=spec["size"], max_frames=frames, steps=args.steps, guidance_scale=args.guidance_scale,
-                      image_guidance_scale=args.image_guidance_scale, threads=threads_for_this_machine())
+                      image_guidance_scale=args.image_guidance_scale, threads=threads_for_this_machine(),
+                      only=tuple(args.rows))
     paths = held_out_clips(root, clips)
     if args.max_clips:
         paths = paths[: args.max_clips]
@@ -311,6 +312,32 @@ def score_command(root: Path, clips: Path, json_output: bool, frames: int, work:
         print(json.dumps(report, indent=1))
     else:
         print(score_table(report))
+    return 0
+
+
+def guidance_grid_command(root: Path, clips: Path, frames: int, json_output: bool) -> int:
+    """The teacher's and the headline student's distance from the source over a (s_T, s_I) grid."""
+    from vedit_cli.tinyworld import guidance_grid as gg
+    from vedit_cli.tinyworld.clips import clip_frames
+    from vedit_cli.tinyworld.edits import EDITS
+
+    torch.set_num_threads(threads_for_this_machine())
+    quiet_libraries()
+    size = json.loads((root / "tinyworld.json").read_text())["size"]
+    paths = held_out_clips(root, clips)[:1]
+    source = clip_frames(paths[0], size, frames)
+    instructions = [edit.instruction for edit in EDITS]
+    say(f"guidance grid on {paths[0].name} ({len(source)} frames, {len(instructions)} instructions)")
+    grids = [gg.distance_grid("movie teacher (10 steps x 3 passes)", root, "teacher", source, instructions, size),
+             gg.distance_grid("movie student (1 step x 1 pass)", root, "student", source, instructions, size)]
+    agreement = gg.agreement(*grids)
+    if json_output:
+        print(json.dumps({"text_scales": gg.TEXT_SCALES, "image_scales": gg.IMAGE_SCALES,
+                          "grids": {g.label: g.distances.tolist() for g in grids}, **agreement}, indent=1))
+    else:
+        print(gg.grid_table(grids))
+        print(f"student range / teacher range: {agreement['range_fraction']:.2f}; "
+              f"rank correlation of the 9 cells: {agreement['spearman']:.2f}")
     return 0
 
 
@@ -349,10 +376,18 @@ def main(argv: list[str] | None = None) -> int:
     score_parser.add_argument("--guidance-scale", type=float, default=7.5)
     score_parser.add_argument("--image-guidance-scale", type=float, default=1.5)
     score_parser.add_argument("--work", type=Path, default=None, help="folder for the scored outputs")
+    score_parser.add_argument("--rows", nargs="*", default=[], help="only rows whose label contains one of these")
+    grid_parser = commands.add_parser("guidance-grid", help="teacher vs student distance from the source over (s_T, s_I)")
+    grid_parser.add_argument("dir", type=Path)
+    grid_parser.add_argument("--clips", type=Path, required=True)
+    grid_parser.add_argument("--frames", type=int, default=4)
+    grid_parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "build":
         return build(args.dir, chosen_sizes(args), args.quick, args.videos, args.budget_minutes, args.threads,
                      args.students)
+    if args.command == "guidance-grid":
+        return guidance_grid_command(args.dir, args.clips, args.frames, args.json)
     return score_command(args.dir, args.clips, args.json, args.frames, args.work, args)
 
 

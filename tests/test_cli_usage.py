@@ -98,7 +98,7 @@ SAMPLE_VALUES = {  # one value per option in vedit_cli.options.OPTION_BACKENDS, 
     "dtype": ["float32"], "weights_dir": ["w"], "allow_download": [], "image_guidance_scale": ["2"],
     "vae": ["tiny"], "movie_mode": ["teacher"], "anchor": [], "keyframe_interval": ["2"], "caption": ["a cat"],
     "controlnet_scale": ["0.5"], "lora_scale": ["0.5"], "window": ["8"], "overlap": ["2"], "chunk_windows": ["2"],
-    "strength": ["0.3"], "svdiff_init": ["noise"],
+    "strength": ["0.3"], "svdiff_init": ["noise"], "timestep_spacing": ["trailing"],
 }
 UNUSED = [(option, backend) for option, users in OPTION_BACKENDS.items() for backend in BACKEND_NAMES
           if backend not in users]

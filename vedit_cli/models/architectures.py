@@ -49,6 +49,16 @@ def build_unet(in_channels: int = 4, device: str = "meta", dtype: torch.dtype = 
     return _build(lambda: UNet2DConditionModel(**{**SD15_UNET, "in_channels": in_channels}), device, dtype)
 
 
+def build_student_unet(architecture: str, device: str = "meta", dtype: torch.dtype = torch.float32):
+    """MoViE's student UNet: the InstructPix2Pix UNet slimmed by `architecture` (models.student_architecture)."""
+    from diffusers import UNet2DConditionModel
+
+    from vedit_cli.models.student_architecture import slim_config
+
+    config = slim_config({**SD15_UNET, "in_channels": 8}, architecture)
+    return _build(lambda: UNet2DConditionModel(**config), device, dtype)
+
+
 def build_vae(device: str = "meta", dtype: torch.dtype = torch.float32):
     from diffusers import AutoencoderKL
 

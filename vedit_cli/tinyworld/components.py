@@ -110,14 +110,15 @@ def new_taesd():
 
 
 def train_taesd(vae, frames: torch.Tensor, size: AutoencoderSize, on_step=None, seed: int = 0):
-    """Encoder: regress the VAE's SCALED latent mode; decoder: the image back from those scaled latents."""
+    """Encoder: regress the VAE's SCALED latent mode; decoder: the image back from those scaled latents (on random
+    crops when size.crop is set: both autoencoders are fully convolutional, crop a multiple of 4 keeps them aligned)."""
     taesd = new_taesd().train()
     optimizer = torch.optim.AdamW(taesd.parameters(), lr=size.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, size.lr, total_steps=size.steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(seed)
     scaling = vae.config.scaling_factor
     for step in range(size.steps):
-        images = augmented_batch(frames, generator, size.batch)
+        images = random_crop(augmented_batch(frames, generator, size.batch), size.crop, generator)
         with torch.no_grad():
             target = vae.encode(images).latent_dist.mode() * scaling
         latents = taesd.encode(images).latents

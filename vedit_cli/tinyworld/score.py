@@ -44,6 +44,7 @@ class Options:
     image_guidance_scale: float = 1.5
     seed: int = 0
     threads: int = 2  # OMP_NUM_THREADS of each vedit edit run (1 on a busy machine: see scripts/tiny_world.py)
+    only: tuple[str, ...] = ()  # score only the rows whose label contains one of these (identity always)
 
 
 @dataclass
@@ -183,6 +184,8 @@ def score(world: Path, clip_paths: list[Path], work: Path, options: Options, on_
     clips = [prepare_clip(path, work / "sources", options) for path in clip_paths]
     rows = []
     for row in plan_rows(world, options):
+        if options.only and row.backend != "copy" and not any(part in row.label for part in options.only):
+            continue
         if on_progress:
             on_progress(f"{row.label}: vedit edit --backend {row.backend} on {len(clips)} clips x "
                         f"{len(EDITS) if row.per_instruction else 1} instructions")

@@ -97,12 +97,15 @@ class MovieEditor(Editor):
         from diffusers import EulerDiscreteScheduler
 
         from vedit_cli.models import architectures as arch
+        from vedit_cli.models.student_architecture import DEFAULT_ARCHITECTURE
 
         config, mode, dtype = run.model, run.mode, run.dtype
         vae_kind = _vae_kind(config.vae, mode)
-        unet = arch.build_unet(8, device="cpu", dtype=dtype)
-        if mode == "student":
+        if mode == "student":  # MoViE's slimmer student (models.student_architecture), its guidance embedding
+            unet = arch.build_student_unet(DEFAULT_ARCHITECTURE, device="cpu", dtype=dtype)
             guidance_embedding.attach(unet, guidance_embedding.for_unet(unet))
+        else:
+            unet = arch.build_unet(8, device="cpu", dtype=dtype)
         autoencoder = (arch.build_vae if vae_kind == "full" else arch.build_taesd)(device="cpu", dtype=dtype)
         components = MovieComponents(
             unet=unet, autoencoder=autoencoder, text_encoder=arch.build_text_encoder(device="cpu", dtype=dtype),

@@ -16,7 +16,9 @@ MovieStudentConfig fields (everything but teacher, data and output_dir has a def
 - text_scale_range (1, 12), image_scale_range (1, 2): the (s_T, s_I) drawn for every sample of stages 2 and 3.
 - teacher_steps (10): the guided teacher's steps (trailing spacing) whose states train the one-step student, and
   the step count stored for the stage-2 student; trajectories (4096): teacher trajectories computed once into
-  WORK/onestep/trajectories.safetensors (K+2 latents per trajectory: 48 KiB each at 256x256 with K=10, 200 MiB).
+  WORK/onestep/trajectories.safetensors (the K states, the final latent and the source's latents: 192 KiB per
+  trajectory at 256x256 with K=10 in float32), each process computing its share (record i on process
+  i % processes); samples are read from the file one at a time, never the whole cache into memory.
 - noise_fraction (0.5): share of one-step samples taken at the trajectory's first state (pure noise: the recipe's
   one step); distillation_weight (1), adversarial_weight (0.1; 0 = the "no adversarial term" ablation),
   discriminator_max_timestep (750): the discriminator sees both latents noised at t ~ U[0, this).
@@ -128,7 +130,7 @@ class TeacherTrajectories:
 
     def __init__(self, config: MovieStudentConfig, data, path: Path):
         self.config, self.data, self.path = config, data, Path(path)
-        self.tensors: dict[str, torch.Tensor] | None = None
+        self.shards: list[Path] | None = None
 
     def __len__(self) -> int:
         return self.config.trajectories
@@ -137,69 +139,78 @@ class TeacherTrajectories:
         return f"teacher trajectory {index}"
 
     def load(self, index: int) -> dict:
-        if self.tensors is None:
+        """Trajectory `index`, read from its shard's file alone (the cache is never held in memory whole)."""
+        from safetensors import safe_open
+
+        if self.shards is None:
             raise RuntimeError("TeacherTrajectories.build() must run before load()")
-        return {key: self.tensors[key][index] for key in self.KEYS}
+        shard, row = index % len(self.shards), index // len(self.shards)
+        with safe_open(str(self.shards[shard]), framework="pt") as handle:
+            return {key: handle.get_slice(key)[row:row + 1][0] for key in self.KEYS}
 
     def build(self, teacher, accelerator) -> None:
-        """Compute (main process) or reuse the file; every process then loads it."""
-        from safetensors.torch import load_file
-
+        """Every process computes (or reuses) its shard of the trajectories (record i belongs to process
+        i % processes), then every process loads all shards: no process idles past a collective timeout."""
+        rank, processes = accelerator.process_index, accelerator.num_processes
         fingerprint = self._fingerprint(teacher)
-        if accelerator.is_main_process and self._stored_fingerprint() != fingerprint:
-            self._compute(teacher, fingerprint)
+        mine = self._shard_path(rank, processes)
+        if self._stored_fingerprint(mine) != fingerprint:
+            self._compute(teacher, list(range(rank, self.config.trajectories, processes)), mine, fingerprint)
         accelerator.wait_for_everyone()
-        self.tensors = load_file(str(self.path))
+        self.shards = [self._shard_path(r, processes) for r in range(processes)]
+
+    def _shard_path(self, rank: int, processes: int) -> Path:
+        if processes == 1:
+            return self.path
+        return self.path.with_name(f"{self.path.stem}-{rank:03d}-of-{processes:03d}{self.path.suffix}")
 
     def _fingerprint(self, teacher) -> str:
         c = self.config
         return (f"{Path(teacher.folder).resolve()}|{c.trajectories}|{c.teacher_steps}|{c.text_scale_range}|"
                 f"{c.image_scale_range}|{c.resolution}|{c.trainer.seed}|{len(self.data)}")
 
-    def _stored_fingerprint(self) -> str | None:
+    @staticmethod
+    def _stored_fingerprint(path: Path) -> str | None:
         from safetensors import safe_open
 
-        if not self.path.is_file():
+        if not path.is_file():
             return None
-        with safe_open(str(self.path), framework="pt") as handle:
+        with safe_open(str(path), framework="pt") as handle:
             return (handle.metadata() or {}).get("fingerprint")
 
     @torch.no_grad()
-    def _compute(self, teacher, fingerprint: str, batch: int = 32) -> None:
+    def _compute(self, teacher, indices: list[int], path: Path, fingerprint: str, batch: int = 32) -> None:
         from safetensors.torch import save_file
 
         records = {key: [] for key in self.KEYS}
-        samples = self._samples(teacher.tokenizer)
-        for start in range(0, self.config.trajectories, batch):
-            chunk = [next(samples) for _ in range(min(batch, self.config.trajectories - start))]
-            for key, value in self._trajectories(teacher, chunk, start).items():
+        for start in range(0, len(indices), batch):
+            chunk = indices[start:start + batch]
+            samples = [self._sample(teacher.tokenizer, index) for index in chunk]
+            for key, value in self._trajectories(teacher, samples, chunk).items():
                 records[key].append(value.cpu())
         tensors = {key: torch.cat(values).contiguous() for key, values in records.items()}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(self.path.name + ".partial")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
         save_file(tensors, str(partial), metadata={"fingerprint": fingerprint})
-        partial.replace(self.path)
+        partial.replace(path)
 
-    def _samples(self, tokenizer):
-        """(source [3,R,R], input_ids) of the data in a seeded order, endlessly; unreadable samples are skipped."""
+    def _sample(self, tokenizer, record: int):
+        """(source [3,R,R], input_ids) of trajectory `record`: the data in a seeded order; an unreadable sample
+        is replaced by the next one in that order (every `trajectories`-th)."""
         from vedit_cli.train.recipes.pix2pix import prepare_triplet
 
         c = self.config
         order = np.random.default_rng([c.trainer.seed, 0x7EAC]).permutation(len(self.data))
-        position, failures = 0, 0
-        while True:
-            index = int(order[position % len(order)])
-            position += 1
+        for attempt in range(len(order)):
+            index = int(order[(record + attempt * c.trajectories) % len(order)])
             try:
-                sample = prepare_triplet(self.data.load(index), position, tokenizer, c.resolution, 1.0, False)
+                sample = prepare_triplet(self.data.load(index), record, tokenizer, c.resolution, 1.0, False)
+                return sample["source"], sample["input_ids"]
             except BadSample:
-                failures += 1
-                if failures >= len(order):
-                    raise ConfigError("no readable training sample for the teacher's trajectories")
                 continue
-            yield sample["source"], sample["input_ids"]
+        raise ConfigError("no readable training sample for the teacher's trajectories")
 
-    def _trajectories(self, teacher, chunk: list, start: int) -> dict:
+    def _trajectories(self, teacher, chunk: list, records: list[int]) -> dict:
         from vedit_cli.train.recipes.student_parts import draw_scales, euler_scheduler
         from vedit_cli.train.randomness import SampleRandom
 
@@ -209,7 +220,7 @@ class TeacherTrajectories:
         input_ids = torch.stack([ids for _, ids in chunk])
         image_latents = teacher.vae.encode(sources).latent_dist.mode()
         text = teacher.text(input_ids)
-        random = SampleRandom([c.trainer.seed * 1_000_003 + start + i for i in range(len(chunk))])
+        random = SampleRandom([c.trainer.seed * 1_000_003 + record for record in records])
         scales = draw_scales(random, c.text_scale_range, c.image_scale_range).to(device)
         scheduler = euler_scheduler(teacher.scheduler_config, "trailing")
         scheduler.set_timesteps(c.teacher_steps, device=device)

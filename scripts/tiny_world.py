@@ -45,7 +45,7 @@ class Sizes:
 
 # FULL is sized for a quiet 2-core machine (~25 min, from probe step times scaled to 2 quiet threads; not yet measured
 # end to end there). The README's world was built on a shared, overloaded machine with the --*-steps overrides.
-FULL = Sizes(parts.AutoencoderSize(steps=2000, batch=32, lr=2e-3, crop=32), parts.AutoencoderSize(steps=800, batch=32, crop=32),
+FULL = Sizes(parts.AutoencoderSize(steps=2000, batch=32, lr=2e-3, crop=32), parts.AutoencoderSize(steps=300, batch=16),
              teach.TeacherSize(steps=1500, batch=32, lr=1e-3), frames_per_clip=48)
 QUICK = Sizes(parts.AutoencoderSize(steps=250, batch=16), parts.AutoencoderSize(steps=30, batch=8),
               teach.TeacherSize(steps=250, batch=16, lr=1e-3), frames_per_clip=8,
@@ -138,15 +138,21 @@ def build_random(root: Path, spec: WorldSpec, size: teach.TeacherSize) -> None:
 
 
 def build_teacher(root: Path, frames_nhwc, spec: WorldSpec, size: teach.TeacherSize) -> None:
-    if parts.done_facts(root, "teacher"):
+    """Trained to size.steps; a teacher built with fewer steps continues from its last checkpoint (--teacher-steps)."""
+    done = parts.done_facts(root, "teacher")
+    if done and done["steps"] >= size.steps:
         return
-    say(f"InstructPix2Pix teacher (vedit train pix2pix recipe): {size.steps} steps x batch {size.batch}")
+    say(f"InstructPix2Pix teacher (vedit train pix2pix recipe): {size.steps} steps x batch {size.batch}"
+        + (f", continuing from step {done['steps']}" if done else "")
+        + (f", Min-SNR gamma {size.snr_gamma}" if size.snr_gamma else ""))
     started = time.perf_counter()
     config = teach.pix2pix_config(root / "random" / "instruct-pix2pix", frames_nhwc, root / "instruct-pix2pix",
                                   size, spec.size, work_dir=root / "_build" / "teacher-training")
     teach.train_teacher(config, recipe_progress(StepReporter("teacher")))
-    parts.write_done(root, "teacher", {"minutes": round((time.perf_counter() - started) / 60, 2),
-                                       "steps": size.steps, "batch": size.batch})
+    phases = (done or {}).get("phases", [done] if done else [])
+    phase = {"minutes": round((time.perf_counter() - started) / 60, 2), "steps": size.steps, "batch": size.batch,
+             "lr": size.lr, "snr_gamma": size.snr_gamma}
+    parts.write_done(root, "teacher", {**phase, "phases": [*phases, phase]})
 
 
 def build_students(root: Path, frames_nhwc, spec: WorldSpec, size: learners.StudentSize, names) -> None:
@@ -241,7 +247,8 @@ def chosen_sizes(args) -> Sizes:
         sizes, vae=replace(sizes.vae, steps=args.vae_steps or sizes.vae.steps),
         taesd=replace(sizes.taesd, steps=args.taesd_steps or sizes.taesd.steps),
         teacher=replace(sizes.teacher, steps=args.teacher_steps or sizes.teacher.steps,
-                        lr=args.teacher_lr or sizes.teacher.lr))
+                        lr=args.teacher_lr or sizes.teacher.lr,
+                        snr_gamma=args.teacher_snr_gamma or sizes.teacher.snr_gamma))
 
 
 def build(root: Path, sizes: Sizes, quick: bool, videos: Path | None, budget_minutes: float, threads: int,
@@ -363,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("vae", "taesd", "teacher"):
         build_parser.add_argument(f"--{name}-steps", type=int, default=0, help=f"override the {name}'s training steps")
     build_parser.add_argument("--teacher-lr", type=float, default=0.0, help="override the teacher's learning rate")
+    build_parser.add_argument("--teacher-snr-gamma", type=float, default=0.0,
+                              help="Min-SNR-gamma weighting of the teacher's loss (0: none)")
     build_parser.add_argument("--students", nargs="*", default=[],
                               help="student variants to build (headline, guidance-only, no-adversarial, "
                                    "no-top-attention, stock; default: all; 'none': no students)")

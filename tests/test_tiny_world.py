@@ -63,7 +63,13 @@ def test_quick_world_builds_resumes_and_its_teacher_beats_identity(tmp_path):
                              "--frames", "4", "--max-clips", "1"], capture_output=True, text=True, timeout=900)
     assert scored.returncode == 0, scored.stderr[-3000:]
     rows = {row["row"]: row for row in json.loads(scored.stdout)["rows"]}
-    assert set(rows) >= {"identity (source)", "movie teacher", "movie teacher, random weights"}
+    assert set(rows) >= {"identity (source)", "movie teacher", "movie teacher, random weights",
+                         "movie teacher, 1 step (trailing, undistilled)", "movie student (mobile, 1 step)",
+                         "movie student, no adversarial term (mobile, 1 step)", "movie student, stock width (1 step)"}
+    assert rows["movie student (mobile, 1 step)"]["unet_passes_per_frame"] == 1
+    for name in ("movie-student/guidance_embedding.safetensors", "students/stock/movie-student/unet/config.json",
+                 "students/guidance-only/row.json"):
+        assert (world / name).is_file(), name
     identity, teacher, random = rows["identity (source)"], rows["movie teacher"], rows["movie teacher, random weights"]
     assert teacher["unet_passes_per_frame"] == 30 and identity["unet_passes_per_frame"] == 0
     assert teacher["flicker"] >= 0 and 0 <= teacher["edit_accuracy"] <= 1

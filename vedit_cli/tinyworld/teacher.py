@@ -22,6 +22,7 @@ class TeacherSize:
     batch: int = 32
     lr: float = 1e-3
     block_out_channels: tuple[int, ...] = (32, 64, 128)
+    snr_gamma: float | None = None  # Min-SNR-gamma weighting of the recipe's loss (None: the paper's plain loss)
 
 
 def new_teacher_unet(size: TeacherSize, sample_size: int, cross_attention_dim: int, seed: int = 0):
@@ -67,7 +68,7 @@ def pix2pix_config(base: Path, frames_nhwc: np.ndarray, output: Path, size: Teac
     )
     return Pix2PixConfig(base=Path(base), data=FrameEditTriplets(frames_nhwc), output_dir=Path(output),
                          trainer=trainer, resolution=resolution, random_resize=1.0, random_flip=True,
-                         validation_count=0, overwrite=True)
+                         validation_count=0, overwrite=True, snr_gamma=size.snr_gamma)
 
 
 def train_teacher(config, progress=None) -> Path:

@@ -349,11 +349,13 @@ def guidance_grid_command(root: Path, clips: Path, frames: int, json_output: boo
 
 
 def score_table(report: dict) -> str:
-    lines = ["| backend / mode | PSNR to truth (dB) | edit accuracy | warp error | flicker | UNet passes/frame | s/frame |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| backend / mode | PSNR to truth (dB) | edit accuracy | PSNR to teacher (dB) | warp error | flicker | "
+             "UNet passes/frame | s/frame |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in report["rows"]:
         warp = f"{row['warp_error']:.4f}" if row["warp_error"] is not None else "n/a"
-        lines.append(f"| {row['row']} | {row['psnr']:.2f} | {row['edit_accuracy']:.0%} | {warp} | "
+        teacher = row.get("psnr_to_teacher")
+        teacher = "-" if teacher is None or row["row"] == "movie teacher" else f"{teacher:.2f}"
+        lines.append(f"| {row['row']} | {row['psnr']:.2f} | {row['edit_accuracy']:.0%} | {teacher} | {warp} | "
                      f"{row['flicker']:.2f} | {row['unet_passes_per_frame']} | {row['seconds_per_frame']:.3f} |")
     return "\n".join(lines)
 

@@ -22,7 +22,8 @@ import numpy as np
 from vedit_cli.tinyworld.edits import EDITS, apply_uint8
 from vedit_cli.tinyworld.students import score_rows as student_rows
 
-RANDOM_SUBDIR = "random"  # <world>/random: the same pipeline folders with the untrained UNet
+RANDOM_SUBDIR = "random"
+TEACHER_ROW = "movie teacher"  # the row every later row is also compared with (PSNR to the teacher's output)  # <world>/random: the same pipeline folders with the untrained UNet
 
 
 @dataclass(frozen=True)
@@ -178,11 +179,20 @@ def row_metrics(clips: list[Clip], outputs: dict) -> dict:
             "per_edit_psnr": {edit.name: float(np.mean(psnrs[i::len(EDITS)])) for i, edit in enumerate(EDITS)}}
 
 
+def psnr_between(clips: list[Clip], outputs: dict, reference: dict) -> float:
+    """Mean PSNR (dB) of one row's outputs against another row's (the teacher's), over clip x edit."""
+    from vedit_cli.tinyworld.clips import clip_frames
+
+    values = [psnr(clip_frames(outputs[key], clip.frames.shape[1]), clip_frames(reference[key], clip.frames.shape[1]))
+              for clip in clips for key in ((clip.name, edit.name) for edit in EDITS)]
+    return float(np.mean(values))
+
+
 def score(world: Path, clip_paths: list[Path], work: Path, options: Options, on_progress=None) -> dict:
     """Every row's metrics on `clip_paths`; `on_progress(message)` hears each stage."""
     work = Path(work)
     clips = [prepare_clip(path, work / "sources", options) for path in clip_paths]
-    rows = []
+    rows, teacher_outputs = [], None
     for row in plan_rows(world, options):
         if options.only and row.backend != "copy" and not any(part in row.label for part in options.only):
             continue
@@ -191,7 +201,10 @@ def score(world: Path, clip_paths: list[Path], work: Path, options: Options, on_
                         f"{len(EDITS) if row.per_instruction else 1} instructions")
         outputs, seconds_per_frame = run_row(row, clips, work / row.label.replace(" ", "_").replace(",", ""), options)
         metrics = row_metrics(clips, outputs)
-        rows.append({"row": row.label, "backend": row.backend, **metrics, "unet_passes_per_frame": row.passes_per_frame,
-                     "seconds_per_frame": seconds_per_frame})
+        if row.label == TEACHER_ROW:
+            teacher_outputs = outputs
+        agreement = psnr_between(clips, outputs, teacher_outputs) if teacher_outputs else None
+        rows.append({"row": row.label, "backend": row.backend, **metrics, "psnr_to_teacher": agreement,
+                     "unet_passes_per_frame": row.passes_per_frame, "seconds_per_frame": seconds_per_frame})
     return {"clips": [c.name for c in clips], "frames": [int(len(c.frames)) for c in clips],
             "edits": [e.name for e in EDITS], "size": options.size, "options": options.__dict__, "rows": rows}

@@ -77,7 +77,6 @@ def train_movie_student(config: MovieStudentConfig, progress: Progress | None = 
 def _recipe(stage: str, config: MovieStudentConfig, teacher, data, work: Path):
     from vedit_cli.models.student_architecture import slim_unet
     from vedit_cli.train.recipes import student_stages as stages
-    from vedit_cli.train.recipes.student_parts import load_student
 
     output = work / stage / STUDENT_FOLDER
     if stage == "mobile":

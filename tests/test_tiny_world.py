@@ -1,7 +1,8 @@
 """The tiny world end to end: `scripts/tiny_world.py build --quick`, then `score` through the real `vedit edit` path.
 
-Slow (marked, longer than 60 s): the quick build trains the autoencoder, TAESD and the InstructPix2Pix teacher (the
-`vedit train pix2pix` recipe) on 2 CPU cores and scores one held-out clip: 8.7 minutes measured on the shared build
+Slow (marked, longer than 60 s): the quick build trains the autoencoder, TAESD, the InstructPix2Pix teacher (the
+`vedit train pix2pix` recipe) and every MoViE student variant (2 steps per stage) on 2 CPU cores and scores one
+held-out clip: 8.7 minutes measured on the shared build
 machine at load average 3-4 (1 torch thread); an estimated 4-5 minutes on a quiet one (not measured). Needs ../shared/videos (the
 pinned clips); skipped without it. The teacher's +1 dB over identity is checked (opt-in: VEDIT_SLOW_TESTS=1; not met yet).
 """
@@ -65,7 +66,8 @@ def test_quick_world_builds_resumes_and_its_teacher_beats_identity(tmp_path):
     rows = {row["row"]: row for row in json.loads(scored.stdout)["rows"]}
     assert set(rows) >= {"identity (source)", "movie teacher", "movie teacher, random weights",
                          "movie teacher, 1 step (trailing, undistilled)", "movie student (mobile, 1 step)",
-                         "movie student, no adversarial term (mobile, 1 step)", "movie student, stock width (1 step)"}
+                         "movie student, no adversarial term (mobile, 1 step)", "movie student, stock width (1 step)",
+                         "movie student, full VAE (mobile, 1 step)"}
     assert rows["movie student (mobile, 1 step)"]["unet_passes_per_frame"] == 1
     for name in ("movie-student/guidance_embedding.safetensors", "students/stock/movie-student/unet/config.json",
                  "students/guidance-only/row.json"):

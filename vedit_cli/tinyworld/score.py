@@ -79,6 +79,9 @@ def plan_rows(world: Path, options: Options) -> list[Row]:
                         movie_passes(1, options.guidance_scale, options.image_guidance_scale)))
     for folder, row in student_rows(world):
         rows.append(Row(row["label"], "movie", folder, ("--movie-mode", "student", *guidance[2:]), row["passes"]))
+        if folder == world:  # the headline student with the teacher's autoencoder: what TAESD costs it
+            rows.append(Row(row["label"].replace("movie student", "movie student, full VAE"), "movie", folder,
+                            ("--movie-mode", "student", *guidance[2:], "--vae", "full"), row["passes"]))
     if (world / RANDOM_SUBDIR / "instruct-pix2pix").is_dir():
         rows.append(Row("movie teacher, random weights", "movie", world / RANDOM_SUBDIR, (*teacher, "--vae", "full"),
                         passes))

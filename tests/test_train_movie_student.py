@@ -180,3 +180,14 @@ def test_bad_options_are_one_line_before_anything_loads(tmp_path):
     with pytest.raises(ConfigError, match="--text-scale-range"):
         MovieStudentConfig(teacher=tmp_path, data=tmp_path, output_dir=tmp_path / "o",
                            text_scale_range=(5.0, 1.0)).check()
+
+
+def test_a_missing_teacher_is_one_line_naming_the_teacher(triplets, tmp_path):
+    from vedit_cli.errors import WeightsMissingError
+    from vedit_cli.train.config import MovieStudentConfig, TrainerConfig
+    from vedit_cli.train.recipes.movie_student import train_movie_student
+
+    with pytest.raises(WeightsMissingError, match="teacher .*--teacher-dir"):
+        train_movie_student(MovieStudentConfig(teacher=tmp_path / "absent", data=triplets, output_dir=tmp_path / "o",
+                                               trainer=TrainerConfig(work_dir=tmp_path / "w", cpu=True)))
+    assert not (tmp_path / "o").exists()

@@ -14,7 +14,20 @@ from pathlib import Path
 import torch
 
 from vedit_cli.errors import WeightsMissingError
-from vedit_cli.train.recipes.pix2pix import check_base
+from vedit_cli.train.recipes.pix2pix import BASE_FILES
+
+
+def check_teacher(folder: Path) -> Path:
+    """The teacher folder, or one WeightsMissingError line naming what is missing and what to pass."""
+    folder = Path(folder)
+    hint = ("pass the InstructPix2Pix folder the student distils (diffusers layout: `vedit download "
+            "instruct-pix2pix`, then --teacher-dir ~/.cache/vedit/weights/instruct-pix2pix)")
+    if not folder.is_dir():
+        raise WeightsMissingError(f"teacher {folder} is not a local folder; {hint}")
+    missing = [name for name in BASE_FILES if not (folder / name).is_file()]
+    if missing:
+        raise WeightsMissingError(f"teacher {folder} is incomplete (missing: {', '.join(missing)}); {hint}")
+    return folder
 
 
 class FrozenTeacher:
@@ -24,7 +37,7 @@ class FrozenTeacher:
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        self.folder = check_base(folder)
+        self.folder = check_teacher(folder)
         load = dict(use_safetensors=True, local_files_only=True)
         self.tokenizer = CLIPTokenizer.from_pretrained(str(self.folder), subfolder="tokenizer", local_files_only=True)
         if len(self.tokenizer) <= 2:

@@ -55,7 +55,7 @@ def train_movie_student(config: MovieStudentConfig, progress: Progress | None = 
     from vedit_cli.train.recipes.student_parts import FrozenTeacher
 
     config.check()
-    config.trainer.check() if config.trainer.work_dir else dataclasses.replace(config.trainer, work_dir=".").check()
+    dataclasses.replace(config.trainer, work_dir=config.work_dir()).check()
     output = Path(config.output_dir)
     if output.exists() and not (config.overwrite or config.trainer.resume):
         raise OutputError(f"{output} already exists; pass --overwrite to replace it or --resume to continue")

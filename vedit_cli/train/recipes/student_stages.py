@@ -161,6 +161,8 @@ class OneStepStage:
         self.noise_scheduler = DDPMScheduler.from_config(teacher.scheduler_config)
         self.model = StudentWithHeads(student_unet, TeacherFeatureDiscriminator(teacher.unet), self.noise_scheduler,
                                       config)
+        if config.adversarial_weight == 0:  # the ablation: unused heads would stall DDP's gradient reduction
+            self.model.discriminator.requires_grad_(False)
 
     def prepare_sample(self, raw: dict, seed: int) -> dict:
         return raw

@@ -15,8 +15,6 @@ from vedit_cli.errors import ConfigError
 ARCHITECTURES = {"stock": 0, "no-top-attention": 1, "mobile": 2}
 DEFAULT_ARCHITECTURE = "mobile"
 PLAIN_BLOCK = {"CrossAttnDownBlock2D": "DownBlock2D", "CrossAttnUpBlock2D": "UpBlock2D"}
-# config keys that only describe transformer blocks; dropped levels keep harmless values
-ATTENTION_KEYS = ("transformer_layers_per_block",)
 
 
 def slim_config(unet_config: dict, architecture: str) -> dict:
@@ -46,4 +44,3 @@ def slim_unet(teacher_unet, architecture: str):
                if name in student_state and student_state[name].shape == tensor.shape}
     student.load_state_dict(matched, strict=False)
     return student.to(teacher_unet.device), len(matched), len(student_state)
-

@@ -22,8 +22,8 @@ import numpy as np
 from vedit_cli.tinyworld.edits import EDITS, apply_uint8
 from vedit_cli.tinyworld.students import score_rows as student_rows
 
-RANDOM_SUBDIR = "random"
-TEACHER_ROW = "movie teacher"  # the row every later row is also compared with (PSNR to the teacher's output)  # <world>/random: the same pipeline folders with the untrained UNet
+RANDOM_SUBDIR = "random"  # <world>/random: the same pipeline folders with the untrained UNet
+TEACHER_ROW = "movie teacher"  # the row every later row is also compared with (PSNR to the teacher's output)
 
 
 @dataclass(frozen=True)

@@ -90,8 +90,9 @@ def build_variant(world: Path, variant: Variant, data, size: StudentSize, resolu
         train_movie_student(config, progress)
     else:  # the reused chain's stage-2 student, as it is
         _publish(chain_dir(world, variant.reuse) / "guidance" / STUDENT_FOLDER, folder / "movie-student")
-    steps = 10 if not variant.stages or variant.stages[-1] == "guidance" else 1
-    (folder / ROW_FILE).write_text(json.dumps({"label": variant.label, "steps": steps, "passes": steps}, indent=1))
+    last_stage = variant.stages[-1] if variant.stages else "guidance"
+    passes = config.teacher_steps if last_stage == "guidance" else 1  # one pass per step; onestep: one step
+    (folder / ROW_FILE).write_text(json.dumps({"label": variant.label, "passes": passes}, indent=1))
     return folder
 
 

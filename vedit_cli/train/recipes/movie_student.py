@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from vedit_cli.errors import ConfigError, OutputError
-from vedit_cli.train.config import MovieStudentConfig, TrainerConfig  # noqa: F401 (the API)
+from vedit_cli.train.config import STUDENT_STAGES, MovieStudentConfig, TrainerConfig  # noqa: F401 (the API)
 from vedit_cli.train.data.samples import BadSample
 from vedit_cli.train.data.triplets import open_triplets
 from vedit_cli.train.trainer import Progress, train
@@ -44,7 +44,7 @@ STUDENT_FOLDER = "movie-student"
 
 def stages_to_run(config: MovieStudentConfig) -> tuple[str, ...]:
     """The asked stages in order; the stock architecture has no mobile stage."""
-    order = [stage for stage in ("mobile", "guidance", "onestep") if stage in config.stages]
+    order = [stage for stage in STUDENT_STAGES if stage in config.stages]
     if config.architecture == "stock" and "mobile" in order:
         order.remove("mobile")
     return tuple(order)

@@ -29,9 +29,11 @@ DEFAULT_VIDEOS = REPO.parent / "shared" / "videos"
 import torch  # noqa: E402
 
 from vedit_cli.tinyworld import components as parts  # noqa: E402
+from vedit_cli.tinyworld import sd_side  # noqa: E402
 from vedit_cli.tinyworld import students as learners  # noqa: E402
 from vedit_cli.tinyworld import teacher as teach  # noqa: E402
-from vedit_cli.tinyworld.clips import WorldSpec, build_cache, find_clip, load_split, video_files  # noqa: E402
+from vedit_cli.tinyworld.clips import (WorldSpec, build_cache, build_sequences, find_clip, load_split,  # noqa: E402
+                                       video_files)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Sizes:
     teacher: teach.TeacherSize
     frames_per_clip: int
     students: learners.StudentSize = learners.StudentSize()
+    sd: sd_side.SdSideSize = sd_side.SdSideSize()
 
 
 # FULL is sized for a quiet 2-core machine (~25 min, from probe step times scaled to 2 quiet threads; not yet measured
@@ -50,7 +53,9 @@ FULL = Sizes(parts.AutoencoderSize(steps=2000, batch=32, lr=2e-3, crop=32), part
 QUICK = Sizes(parts.AutoencoderSize(steps=250, batch=16), parts.AutoencoderSize(steps=30, batch=8),
               teach.TeacherSize(steps=250, batch=16, lr=1e-3), frames_per_clip=8,
               students=learners.StudentSize(batch=4, mobile_steps=2, guidance_steps=2, onestep_steps=2,
-                                            trajectories=8))
+                                            trajectories=8),
+              sd=sd_side.SdSideSize(base_steps=3, base_batch=4, lcm_steps=3, lcm_batch=2, lora_rank=4,
+                                    controlnet_steps=3, controlnet_batch=4, motion_steps=3, motion_batch=1))
 PROBE_STEPS = 4  # timed steps per component, after one warm-up step
 
 
@@ -176,6 +181,33 @@ def build_students(root: Path, frames_nhwc, spec: WorldSpec, size: learners.Stud
                                            "size": asdict(size)})
 
 
+SEQUENCES_PER_CLIP = 4
+
+
+def build_sd_side(root: Path, frames_nhwc, spec: WorldSpec, sizes: Sizes) -> None:
+    """The base (from a random UNet of the teacher's pattern, 4 input channels), then the LCM-LoRA, the ControlNet
+    and the motion adapter on it; each skipped once built, each resuming from its last checkpoint."""
+    random_base = root / "random" / "sd15"
+    if not parts.done_facts(root, "random-sd15"):
+        unet = teach.new_teacher_unet(sizes.teacher, spec.size // 4, parts.TEXT_HIDDEN, seed=3, in_channels=4)
+        sd_side.save_sd_pipeline(random_base, unet, root / "_parts")
+        parts.write_done(root, "random-sd15", {"unet_parameters": sum(p.numel() for p in unet.parameters())})
+    size = sizes.sd
+    sequences = build_sequences(root / "cache", spec.size, size.frames, SEQUENCES_PER_CLIP)
+    for component, (configure, _) in sd_side.trainers().items():
+        if parts.done_facts(root, component):
+            continue
+        base = random_base if component == "sd15" else root / "sd15"
+        data = sequences if component == "animatediff-motion-adapter" else frames_nhwc
+        config = configure(base, data, root / component, size, spec.size, root / "_build" / f"{component}-training")
+        say(f"{component}: {config.trainer.max_steps} steps x batch {config.trainer.batch_size} "
+            f"({type(config).__name__.replace('Config', '')} recipe)")
+        started = time.perf_counter()
+        sd_side.run_trainer(component, config, recipe_progress(StepReporter(component[:8])))
+        parts.write_done(root, component, {"minutes": round((time.perf_counter() - started) / 60, 2),
+                                           "steps": config.trainer.max_steps, "batch": config.trainer.batch_size})
+
+
 # 2. the probe and the budget table ---------------------------------------------------------------------------------
 def probe(root: Path, frames: torch.Tensor, frames_nhwc, spec: WorldSpec, sizes: Sizes) -> list[dict]:
     """Seconds per step of each trained component, from PROBE_STEPS steps after a warm-up (untrained parts)."""
@@ -252,7 +284,7 @@ def chosen_sizes(args) -> Sizes:
 
 
 def build(root: Path, sizes: Sizes, quick: bool, videos: Path | None, budget_minutes: float, threads: int,
-          students: list[str] | None = None) -> int:
+          students: list[str] | None = None, sd: bool = True) -> int:
     started = time.perf_counter()
     torch.set_num_threads(threads or threads_for_this_machine())
     quiet_libraries()
@@ -284,6 +316,8 @@ def build(root: Path, sizes: Sizes, quick: bool, videos: Path | None, budget_min
     build_taesd(root, frames, validation, sizes.taesd)
     build_random(root, spec, sizes.teacher)
     build_teacher(root, frames_nhwc, spec, sizes.teacher)
+    if sd:
+        build_sd_side(root, frames_nhwc, spec, sizes)
     if students != ["none"]:
         build_students(root, frames_nhwc, spec, sizes.students, students)
     minutes = (time.perf_counter() - started) / 60
@@ -377,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("--students", nargs="*", default=[],
                               help="student variants to build (headline, guidance-only, no-adversarial, "
                                    "no-top-attention, stock; default: all; 'none': no students)")
+    build_parser.add_argument("--no-sd", action="store_true",
+                              help="skip the Stable Diffusion side (sd15, LCM-LoRA, ControlNet, motion adapter)")
     score_parser = commands.add_parser("score", help="score every backend/mode with weights in DIR")
     score_parser.add_argument("dir", type=Path)
     score_parser.add_argument("--clips", type=Path, required=True, help="folder of clips (held-out ones are picked)")
@@ -396,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "build":
         return build(args.dir, chosen_sizes(args), args.quick, args.videos, args.budget_minutes, args.threads,
-                     args.students)
+                     args.students, not args.no_sd)
     if args.command == "guidance-grid":
         return guidance_grid_command(args.dir, args.clips, args.frames, args.json)
     return score_command(args.dir, args.clips, args.json, args.frames, args.work, args)

@@ -46,7 +46,7 @@ CASES: dict[tuple[str, str], tuple[dict, object]] = {
     ("keyframe_interval", "movie"): ({"anchor": True}, 1),
     ("caption", "eve"): ({}, "a snowy street"),
     ("controlnet_scale", "eve"): ({}, 0.3),
-    ("lora_scale", "eve"): ({"weights": "lora"}, 0.3),
+    ("lora_scale", "eve"): ({"weights": "lora"}, 0.3), ("lora_scale", "svdiff"): ({}, 0.3),
     ("window", "eve"): ({"overlap": 1}, 2),
     ("overlap", "eve"): ({"window": 3, "overlap": 1}, 2),
     ("chunk_windows", "eve"): ({"window": 2, "overlap": 1, "chunk_windows": 1}, 2),

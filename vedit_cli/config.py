@@ -70,7 +70,7 @@ class ModelConfig:
     keyframe_interval: int = 0  # movie anchor: 0 = the first frame anchors the whole clip
     caption: str | None = None  # eve: output caption for the backbone; None = the instruction
     controlnet_scale: float = 1.0  # eve
-    lora_scale: float = 1.0  # eve alignment LoRA strength
+    lora_scale: float = 1.0  # eve: alignment LoRA strength; svdiff: LCM-LoRA strength (0: the base alone)
     strength: float = 0.5  # svdiff: the start timestep, as a fraction of the schedule (0 < s <= 1)
     svdiff_init: str = "inversion"  # svdiff: DDIM inversion to the start timestep (SVDiff), or "noise" (img2img)
     timestep_spacing: str | None = None  # movie, eve: linspace, leading or trailing (None: the backend's default)

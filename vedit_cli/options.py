@@ -33,7 +33,7 @@ OPTION_BACKENDS: dict[str, tuple[str, ...]] = {
     # eve
     "caption": ("eve",),
     "controlnet_scale": ("eve",),
-    "lora_scale": ("eve",),
+    "lora_scale": ("eve", "svdiff"),
     "window": ("eve",),
     "overlap": ("eve",),
     "chunk_windows": ("eve",),

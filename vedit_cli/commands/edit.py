@@ -62,7 +62,7 @@ def edit(
     keyframe_interval: Annotated[int, typer.Option(min=0, help="With --anchor: a new anchor every N frames (0: the first frame).", rich_help_panel=PANEL_MOVIE)] = _MODEL.keyframe_interval,
     caption: Annotated[Optional[str], typer.Option(help="Caption of the edited video (default: the instruction).", show_default=False, rich_help_panel=PANEL_EVE)] = None,
     controlnet_scale: Annotated[float, typer.Option(help="Edit-adapter strength.", rich_help_panel=PANEL_EVE)] = _MODEL.controlnet_scale,
-    lora_scale: Annotated[float, typer.Option(help="Alignment LoRA strength.", rich_help_panel=PANEL_EVE)] = _MODEL.lora_scale,
+    lora_scale: Annotated[float, typer.Option(help="LoRA strength: eve's alignment LoRA, svdiff's LCM-LoRA (0: the base without it).", rich_help_panel=PANEL_EVE)] = _MODEL.lora_scale,
     window: Annotated[int, typer.Option(min=1, help="Frames per temporal window.", rich_help_panel=PANEL_EVE)] = _MODEL.window,
     overlap: Annotated[int, typer.Option(min=0, help="Frames shared by neighbouring windows (< --window).", rich_help_panel=PANEL_EVE)] = _MODEL.overlap,
     chunk_windows: Annotated[int, typer.Option(min=1, help="Windows denoised together, latents blended every step.", rich_help_panel=PANEL_EVE)] = _MODEL.chunk_windows,

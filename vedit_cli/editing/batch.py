@@ -96,11 +96,9 @@ def _create_editor(run: ResolvedRun, runnable: list[ClipOutcome]):
 
     if run.weights_dir is not None:
         from vedit_cli.weights.hub import ensure_entries
-        from vedit_cli.weights.registry import entries_for_backend
+        from vedit_cli.weights.registry import entries_for_model
 
-        model = run.model
-        ensure_entries(entries_for_backend(model.backend), run.weights_dir,
-                       model.allow_download)
+        ensure_entries(entries_for_model(run.model), run.weights_dir, run.model.allow_download)
     return create_editor(run)
 
 

@@ -212,10 +212,10 @@ def _skip_finished(outcomes: list[ClipOutcome], config: EditConfig) -> None:
 def _ensure_weights(run: ResolvedRun) -> ResolvedRun:
     """Missing weights are downloaded once, here, when allowed; workers then only verify (no download races)."""
     from vedit_cli.weights.hub import ensure_entries
-    from vedit_cli.weights.registry import entries_for_backend
+    from vedit_cli.weights.registry import entries_for_model
 
     model = run.model
     if run.weights_dir is None or not model.allow_download:
         return run
-    ensure_entries(entries_for_backend(model.backend), run.weights_dir, True)
+    ensure_entries(entries_for_model(model), run.weights_dir, True)
     return replace(run, model=replace(model, allow_download=False))

@@ -142,3 +142,39 @@ def build_cache(spec: WorldSpec, videos: Path | None, cache_dir: Path) -> dict:
 
 def load_split(cache_dir: Path, split: str) -> np.ndarray:
     return np.load(Path(cache_dir) / f"frames_{split}.npy")
+
+
+def extract_sequences(path: Path, size: int, length: int, count: int) -> np.ndarray:
+    """`count` runs of `length` consecutive frames spread over the clip (centre square, read in order, once), as
+    uint8 [S, length, size, size, 3]; a clip shorter than `length` gives none."""
+    from vedit_cli.io.decode import read_frames
+    from vedit_cli.io.probe import probe
+
+    info = probe(path)
+    starts = sorted(set(np.linspace(0, max(0, info.frame_count - length), count).astype(int).tolist()))
+    wanted = {index for start in starts for index in range(start, start + length)}
+    kept = {}
+    for index, frame in enumerate(read_frames(info)):
+        if index in wanted:
+            kept[index] = square_crops(frame, size, 1)[0]
+        if index >= max(wanted):
+            break
+    runs = [np.stack([kept[i] for i in range(start, start + length)]) for start in starts
+            if all(i in kept for i in range(start, start + length))]
+    return np.stack(runs) if runs else np.zeros((0, length, size, size, 3), np.uint8)
+
+
+def build_sequences(cache_dir: Path, size: int, length: int, per_clip: int, split: str = "train") -> np.ndarray:
+    """sequences_<split>.npy: consecutive-frame runs of the split's cached clips (the motion adapter's and the
+    memory's data); built once, from the clips cache.json names."""
+    cache_dir = Path(cache_dir)
+    target = cache_dir / f"sequences_{split}.npy"
+    if target.is_file():
+        return np.load(target)
+    clips = json.loads((cache_dir / "cache.json").read_text())["splits"][split]["clips"]
+    runs = [extract_sequences(Path(clip), size, length, per_clip) for clip in clips]
+    sequences = np.concatenate([r for r in runs if len(r)]) if any(len(r) for r in runs) else None
+    if sequences is None:
+        raise ValueError(f"no clip of the {split} split has {length} frames")
+    np.save(target, sequences)
+    return sequences

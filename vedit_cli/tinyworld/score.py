@@ -34,6 +34,8 @@ class Row:
     args: tuple[str, ...] = ()
     passes_per_frame: int = 0
     per_instruction: bool = True  # False: the output does not depend on the instruction (identity)
+    prompt: str = "instruction"  # what the manifest's prompt is: the edit's "instruction" or its output "caption"
+    caption_flag: bool = False  # True: one run per edit with --caption (eve: backbone caption + instruction)
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,32 @@ def plan_rows(world: Path, options: Options) -> list[Row]:
         if folder == world:  # the headline student with the teacher's autoencoder: what TAESD costs it
             rows.append(Row(row["label"].replace("movie student", "movie student, full VAE"), "movie", folder,
                             ("--movie-mode", "student", *guidance[2:], "--vae", "full"), row["passes"]))
+    rows += sd_side_rows(world)
     if (world / RANDOM_SUBDIR / "instruct-pix2pix").is_dir():
         rows.append(Row("movie teacher, random weights", "movie", world / RANDOM_SUBDIR, (*teacher, "--vae", "full"),
                         passes))
+    return rows
+
+
+def sd_side_rows(world: Path) -> list[Row]:
+    """svdiff (captioned img2img through the LCM-fused base, its defaults: 3 steps, CFG 1.5, strength 0.5, DDIM
+    inversion), the same base without the LCM-LoRA, and eve plug-and-play (ControlNet + motion adapter, defaults)."""
+    from vedit_cli.backends.svdiff.sampling import unet_passes
+    from vedit_cli.config import BACKEND_DEFAULTS
+
+    rows = []
+    has = [name for name in ("sd15", "lcm-lora-sdv1-5", "controlnet-ip2p", "animatediff-motion-adapter", "taesd")
+           if (world / name).is_dir()]
+    svdiff = BACKEND_DEFAULTS["svdiff"]
+    if {"sd15", "lcm-lora-sdv1-5", "taesd"} <= set(has) and not (world / "svdiff-memory").is_dir():
+        passes = unet_passes(svdiff.steps, svdiff.guidance_scale > 1, "inversion")
+        rows.append(Row("svdiff, no memory (LCM-LoRA, 3 steps)", "svdiff", world, (), passes, prompt="caption"))
+        rows.append(Row("svdiff base without LCM-LoRA (3 steps)", "svdiff", world, ("--lora-scale", "0"), passes,
+                        prompt="caption"))
+    if {"sd15", "controlnet-ip2p", "animatediff-motion-adapter"} <= set(has) and not (world / "eve-lora").is_dir():
+        eve = BACKEND_DEFAULTS["eve"]
+        rows.append(Row("eve plug-and-play (ControlNet + motion adapter)", "eve", world, (),
+                        eve.steps * (2 if eve.guidance_scale > 1 else 1), caption_flag=True))
     return rows
 
 
@@ -112,19 +137,36 @@ def prepare_clip(path: Path, folder: Path, options: Options) -> Clip:
 
 
 def run_row(row: Row, clips: list[Clip], folder: Path, options: Options) -> tuple[dict, float]:
-    """One `vedit edit --manifest` run: {(clip, edit name): output path}, seconds per frame (vedit's own timing)."""
+    """`vedit edit --manifest` runs (one, or one per edit for caption_flag rows): {(clip, edit name): output path},
+    seconds per frame (vedit's own timing)."""
     folder.mkdir(parents=True, exist_ok=True)
-    jobs = {}
-    for clip in clips:
-        for edit in EDITS if row.per_instruction else EDITS[:1]:
-            jobs[(clip.name, edit.name)] = (clip.source, edit.instruction, folder / f"{clip.name}--{edit.name}.mp4")
-    manifest = folder / "manifest.csv"
+    edits = EDITS if row.per_instruction else EDITS[:1]
+    groups = [(edit.name, [edit], ("--caption", edit.caption)) for edit in edits] if row.caption_flag \
+        else [("all", edits, ())]
+    outputs, seconds, frames = {}, 0.0, 0
+    for name, group_edits, extra in groups:
+        jobs = {(clip.name, edit.name): (clip.source, getattr(edit, row.prompt),
+                                         folder / f"{clip.name}--{edit.name}.mp4")
+                for clip in clips for edit in group_edits}
+        job_frames = sum(len(clip.frames) for clip in clips) * len(group_edits)
+        group_seconds, group_frames = _run_manifest(row, jobs, job_frames, folder / f"manifest-{name}.csv", extra,
+                                                    options)
+        seconds, frames = seconds + group_seconds, frames + group_frames
+        outputs.update({key: out for key, (_, _, out) in jobs.items()})
+    if not row.per_instruction:
+        outputs = {(clip.name, edit.name): outputs[(clip.name, EDITS[0].name)] for clip in clips for edit in EDITS}
+    return outputs, seconds / max(frames, 1)
+
+
+def _run_manifest(row: Row, jobs: dict, frames: int, manifest: Path, extra: tuple[str, ...],
+                  options: Options) -> tuple[float, int]:
+    """One `vedit edit --manifest` run of `jobs`: (seconds, frames) from its --json summary."""
     with manifest.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["input", "prompt", "output"])
         writer.writerows([str(s), p, str(o)] for s, p, o in jobs.values())
     command = [sys.executable, "-m", "vedit_cli", "edit", "--manifest", str(manifest), "--backend", row.backend,
-               "--crf", "0", "--overwrite", "--json", "--quiet", *row.args]
+               "--crf", "0", "--overwrite", "--json", "--quiet", *row.args, *extra]
     if row.backend == "copy":  # the clip is already at the world's size; the CLI refuses model options here
         command += ["--output-size", "source"]
     else:
@@ -136,11 +178,7 @@ def run_row(row: Row, clips: list[Clip], folder: Path, options: Options) -> tupl
     wall = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"{row.label}: vedit edit failed (exit {result.returncode}): {result.stderr[-2000:]}")
-    seconds, frames = _timing(result.stdout, wall, sum(len(c.frames) for c in clips) * (len(jobs) // len(clips)))
-    outputs = {key: out for key, (_, _, out) in jobs.items()}
-    if not row.per_instruction:
-        outputs = {(clip.name, edit.name): outputs[(clip.name, EDITS[0].name)] for clip in clips for edit in EDITS}
-    return outputs, seconds / max(frames, 1)
+    return _timing(result.stdout, wall, frames)
 
 
 def _timing(stdout: str, wall: float, frames: int) -> tuple[float, int]:

@@ -25,13 +25,15 @@ class TeacherSize:
     snr_gamma: float | None = None  # Min-SNR-gamma weighting of the recipe's loss (None: the paper's plain loss)
 
 
-def new_teacher_unet(size: TeacherSize, sample_size: int, cross_attention_dim: int, seed: int = 0):
+def new_teacher_unet(size: TeacherSize, sample_size: int, cross_attention_dim: int, seed: int = 0,
+                     in_channels: int = 8):
+    """The teacher's UNet (8 input channels); with in_channels 4, the text-to-image base of the same pattern."""
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
     levels = len(size.block_out_channels)
     return UNet2DConditionModel(
-        sample_size=sample_size, in_channels=8, out_channels=4, block_out_channels=size.block_out_channels,
+        sample_size=sample_size, in_channels=in_channels, out_channels=4, block_out_channels=size.block_out_channels,
         layers_per_block=1, norm_num_groups=8, cross_attention_dim=cross_attention_dim,
         attention_head_dim=tuple(max(1, channels // 16) for channels in size.block_out_channels),  # heads of 16
         down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),

@@ -156,3 +156,81 @@ class MovieStudentConfig:
             raise ConfigError("--distillation-weight and --adversarial-weight must not be negative")
         if self.distillation_weight == 0 and self.adversarial_weight == 0:
             raise ConfigError("the one-step stage needs a loss: --distillation-weight or --adversarial-weight above 0")
+
+
+@dataclass(frozen=True)
+class SdRecipeConfig:
+    """What every Stable Diffusion-side recipe shares (text-to-image base, LCM-LoRA, ControlNet, motion adapter):
+    `base` is a Stable Diffusion folder in diffusers layout, `data` a sample source, `output_dir` the folder written
+    at the end; the trainer's work_dir defaults to `<output_dir>.training`."""
+
+    base: Path
+    data: Any
+    output_dir: Path
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    resolution: int = 512
+    caption_dropout: float = 0.1  # the share of samples trained with the empty prompt (classifier-free guidance)
+    random_flip: bool = True
+    overwrite: bool = False
+
+    def work_dir(self) -> Path:
+        return Path(self.trainer.work_dir or Path(self.output_dir).with_name(Path(self.output_dir).name + ".training"))
+
+    def check(self) -> None:
+        if not 0 <= self.caption_dropout <= 1:
+            raise ConfigError(f"--caption-dropout must be between 0 and 1, got {self.caption_dropout}")
+        if self.resolution < 8 or self.resolution % 8:
+            raise ConfigError(f"--resolution must be a multiple of 8, got {self.resolution}")
+
+
+@dataclass(frozen=True)
+class TextToImageConfig(SdRecipeConfig):
+    """The text-to-image base (vedit_cli.train.recipes.text_to_image); unet_config: a new random UNet's config
+    (UNet2DConditionModel(**unet_config)) instead of fine-tuning the base's."""
+
+    unet_config: dict | None = None
+
+
+@dataclass(frozen=True)
+class ControlNetConfig(SdRecipeConfig):
+    """The instruction ControlNet (vedit_cli.train.recipes.controlnet): hint = source image, prompt = instruction,
+    target = edited image; conditioning_channels: the hint embedding's widths (its length - 1 = log2 of the VAE's
+    downsampling factor; SD1.5's ControlNets use (16, 32, 96, 256) for factor 8)."""
+
+    conditioning_channels: tuple[int, ...] | None = None
+    caption_dropout: float = 0.5  # lllyasviel's ControlNet training drops half the prompts
+
+
+# diffusers' examples/consistency_distillation/train_lcm_distill_lora_sd_wds.py --lora_target_modules default
+LCM_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
+                    "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj")
+
+
+@dataclass(frozen=True)
+class LcmLoraConfig(SdRecipeConfig):
+    """Latent consistency distillation of the base into a LoRA (vedit_cli.train.recipes.lcm_lora; Luo et al.,
+    arXiv 2310.04378 and 2311.05556): guidance scale w ~ U[guidance_range], a DDIM skipping-step solver on a grid of
+    `ddim_timesteps`, the consistency loss against a target whose LoRA is the EMA (ema_decay) of the online one."""
+
+    lora_rank: int = 64
+    lora_alpha: int = 64
+    lora_target_modules: tuple[str, ...] = LCM_LORA_TARGETS
+    guidance_range: tuple[float, float] = (3.0, 15.0)
+    ddim_timesteps: int = 50
+    ema_decay: float = 0.95
+    loss_type: str = "huber"  # huber | l2
+    huber_c: float = 0.001
+    timestep_scaling: float = 10.0
+    caption_dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class MotionAdapterConfig(SdRecipeConfig):
+    """An AnimateDiff motion adapter trained on consecutive frames with the base frozen
+    (vedit_cli.train.recipes.motion_adapter; Guo et al., arXiv 2307.04725): `frames` per sequence, the adapter's
+    position table `motion_max_seq_length` long (it must cover the windows eve uses plus its anchor frame)."""
+
+    frames: int = 16
+    motion_max_seq_length: int = 32
+    motion_layers_per_block: int | None = None  # None: the base UNet's layers_per_block
+    motion_num_attention_heads: int = 8

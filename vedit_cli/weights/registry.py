@@ -45,6 +45,15 @@ def entries_for_backend(backend: str) -> list[str]:
     return names
 
 
+def entries_for_model(model) -> list[str]:
+    """The entries one run needs (`model`: a ModelConfig): its backend's, less the LCM-LoRA when svdiff runs the
+    base without it (--lora-scale 0)."""
+    names = entries_for_backend(model.backend)
+    if model.backend == "svdiff" and model.lora_scale == 0:
+        names = [name for name in names if name != "lcm-lora-sdv1-5"]
+    return names
+
+
 def resolve_weights_dir(cli_value: Path | None = None) -> Path:
     """The one resolution order: --weights-dir, then $VEDIT_WEIGHTS, then ~/.cache/vedit/weights."""
     if cli_value is not None:

@@ -32,6 +32,7 @@ class SvdiffEditor(Editor):
         self.strength = config.strength
         self.seed = config.seed
         self.init = config.svdiff_init
+        self.lora_scale = config.lora_scale
         self.embeddings: torch.Tensor | None = None  # [uncond; cond] or [cond], on device
         for module in self._modules():
             module.to(device=components.device, dtype=components.dtype).eval().requires_grad_(False)
@@ -54,7 +55,9 @@ class SvdiffEditor(Editor):
         passes = 2 if self.uses_guidance else 1
         init = (f"DDIM inversion ({self.steps} conditional passes)" if self.init == "inversion"
                 else "seeded forward noising")
-        head = f"svdiff: SD1.5 + LCM-LoRA, {init}, {self.steps} LCM steps x {passes} passes, TAESD"
+        lora = {0.0: "SD1.5 without LCM-LoRA", 1.0: "SD1.5 + LCM-LoRA"}.get(self.lora_scale,
+                                                                       f"SD1.5 + LCM-LoRA x{self.lora_scale:g}")
+        head = f"svdiff: {lora}, {init}, {self.steps} LCM steps x {passes} passes, TAESD"
         if self.parts.random:
             return head + ", random weights (benchmark only)"
         if self.parts.memory is None:

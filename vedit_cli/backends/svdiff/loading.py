@@ -45,14 +45,16 @@ def load_components(run: ResolvedRun) -> SvdiffComponents:
     """Load SD1.5, fuse LCM-LoRA into its UNet, load TAESD and (when present) the trained memory."""
     weights_dir = run.weights_dir
     sd15 = require(SD15, weights_dir)
-    lora_file = _require_file(LCM_LORA, LCM_LORA_FILE, weights_dir)
+    lora_scale = run.model.lora_scale
+    lora_file = _require_file(LCM_LORA, LCM_LORA_FILE, weights_dir) if lora_scale else None
     taesd_dir = require(TAESD, weights_dir)
     memory_file = _optional_memory_file(weights_dir)
     from diffusers import AutoencoderTiny, LCMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     unet = UNet2DConditionModel.from_pretrained(str(sd15), subfolder="unet", **SAFE)
-    fuse_lcm_lora(unet, lora_file)
+    if lora_file is not None:  # --lora-scale 0: the base alone (what the LCM-LoRA adds, measured)
+        fuse_lcm_lora(unet, lora_file, lora_scale)
     memory = load_memory_weights(memory_file).attach(unet) if memory_file else None
     text_encoder = CLIPTextModel.from_pretrained(str(sd15), subfolder="text_encoder", **SAFE)
     return SvdiffComponents(
@@ -78,8 +80,9 @@ def random_components(run: ResolvedRun) -> SvdiffComponents:
     )
 
 
-def fuse_lcm_lora(unet: torch.nn.Module, lora_file: Path) -> None:
-    """Load LCM-LoRA (kohya or diffusers/peft keys) into the UNet through diffusers, fuse it, drop the adapter."""
+def fuse_lcm_lora(unet: torch.nn.Module, lora_file: Path, scale: float = 1.0) -> None:
+    """Load LCM-LoRA (kohya or diffusers/peft keys) into the UNet through diffusers, fuse it at `scale`, drop the
+    adapter."""
     from diffusers.loaders import StableDiffusionLoraLoaderMixin
 
     state_dict, network_alphas = StableDiffusionLoraLoaderMixin.lora_state_dict(
@@ -87,7 +90,7 @@ def fuse_lcm_lora(unet: torch.nn.Module, lora_file: Path) -> None:
     )
     unet_keys = {k: v for k, v in state_dict.items() if not k.startswith("text_encoder")}
     StableDiffusionLoraLoaderMixin.load_lora_into_unet(unet_keys, network_alphas, unet=unet, adapter_name="lcm")
-    unet.fuse_lora(lora_scale=1.0)
+    unet.fuse_lora(lora_scale=scale)
     unet.unload_lora()
 
 

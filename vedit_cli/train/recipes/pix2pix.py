@@ -57,11 +57,11 @@ def train_pix2pix(config: Pix2PixConfig, progress: Progress | None = None) -> Pa
     if (output / "model_index.json").exists() and not (config.overwrite or config.trainer.resume):
         raise OutputError(f"{output} already holds a model; pass --overwrite to replace it or --resume to continue")
     # 2. Only then may --overwrite clear an earlier run's checkpoints
-    _check_work_dir(config)
+    check_work_dir(config)
     return train(Pix2PixRecipe(config), config.trainer, progress).output
 
 
-def _check_work_dir(config: Pix2PixConfig) -> None:
+def check_work_dir(config) -> None:
     """A work folder with checkpoints is continued (--resume) or replaced (--overwrite), never silently mixed."""
     from vedit_cli.train.checkpoints import latest_checkpoint
 

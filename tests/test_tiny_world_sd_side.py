@@ -1,0 +1,100 @@
+"""The tiny world's Stable Diffusion side (vedit_cli.tinyworld.sd_side): its data sources, the text-to-image and
+ControlNet recipes, and a quick build of every component (from a tiny random SD folder, a couple of steps each) that
+loads through the svdiff and eve backends' real loaders and edits through `vedit edit`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from vedit_cli.tinyworld import sd_side
+from vedit_cli.tinyworld.edits import EDITS
+
+QUICK = sd_side.SdSideSize(base_steps=2, base_batch=2, lcm_steps=2, lcm_batch=2, lora_rank=4, controlnet_steps=3,
+                           controlnet_batch=2, motion_steps=2, motion_batch=1, frames=4)
+RESOLUTION = 32
+
+
+def _frames(count: int = 4, size: int = RESOLUTION, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+
+
+def _unet_state(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_sources_pair_every_frame_with_every_edit_and_the_unedited_caption():
+    frames = _frames(3)
+    captions = sd_side.FrameCaptions(frames)
+    assert len(captions) == 3 * (len(EDITS) + 1)
+    assert {captions.load(i)["caption"] for i in range(len(EDITS) + 1)} == {e.caption for e in EDITS} | {"a photo"}
+    unedited = captions.load(len(EDITS))
+    assert np.array_equal(unedited["image"], frames[0])
+    sequences = sd_side.SequenceCaptions(np.stack([_frames(5, seed=s) for s in range(2)]))
+    sample = sequences.load(len(EDITS) + 2)  # sequence 1, edit 1
+    assert sample["frames"].shape == (5, RESOLUTION, RESOLUTION, 3) and sample["caption"] == EDITS[1].caption
+
+
+def _config(builder, base: Path, data, tmp_path: Path, name: str):
+    config = builder(base, data, tmp_path / name, QUICK, RESOLUTION, tmp_path / f"{name}.training")
+    return replace(config, trainer=replace(config.trainer, checkpoint_every=1, learning_rate=1e-2))
+
+
+def test_text_to_image_trains_the_unet_only_and_writes_a_stable_diffusion_folder(sd15_base, tmp_path):
+    out = sd_side.run_trainer("sd15", _config(sd_side.base_config, sd15_base, _frames(), tmp_path, "sd15"))
+    for name in ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json", "vae/config.json"):
+        assert (out / name).is_file(), name
+    before, after = _unet_state(sd15_base), _unet_state(out)
+    assert max((before[k] - after[k]).abs().max().item() for k in before) > 0  # the UNet trained
+    vae_file = "vae/diffusion_pytorch_model.safetensors"  # the frozen parts are the base's files
+    assert (out / vae_file).read_bytes() == (sd15_base / vae_file).read_bytes()
+
+
+def test_controlnet_attaches_to_the_base_and_its_hint_changes_the_output(sd15_base, tmp_path):
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    out = sd_side.run_trainer("controlnet-ip2p", _config(sd_side.controlnet_config, sd15_base, _frames(),
+                                                         tmp_path, "controlnet-ip2p"))
+    controlnet = ControlNetModel.from_pretrained(str(out), use_safetensors=True).eval()
+    unet = UNet2DConditionModel.from_pretrained(str(sd15_base), subfolder="unet", use_safetensors=True).eval()
+    latents, text = torch.randn(1, 4, 16, 16), torch.randn(1, 77, unet.config.cross_attention_dim)
+    hints = torch.rand(2, 3, RESOLUTION, RESOLUTION)
+    with torch.no_grad():
+        plain = unet(latents, 500, text).sample
+        outputs = []
+        for hint in hints:
+            down, mid = controlnet(latents, 500, text, controlnet_cond=hint[None], return_dict=False)
+            assert [r.shape[1] for r in down] == [unet.conv_in.out_channels] + _down_widths(unet)
+            outputs.append(unet(latents, 500, text, down_block_additional_residuals=down,
+                                mid_block_additional_residual=mid).sample)
+    assert (outputs[0] - plain).abs().max() > 0 and (outputs[0] - outputs[1]).abs().max() > 0
+
+
+def _down_widths(unet) -> list[int]:
+    """The channels of every residual a ControlNet hands the UNet's down path after conv_in."""
+    widths = []
+    for block in unet.down_blocks:
+        widths += [resnet.out_channels for resnet in block.resnets]
+        widths += [block.downsamplers[0].out_channels] if block.downsamplers else []
+    return widths
+
+
+def test_controlnet_hint_embedding_follows_the_vae_factor(sd15_base):
+    from diffusers import AutoencoderKL
+
+    from vedit_cli.errors import ConfigError
+    from vedit_cli.train.recipes.controlnet import hint_channels
+
+    vae = SimpleNamespace(**AutoencoderKL.load_config(str(sd15_base), subfolder="vae"))
+    assert hint_channels(vae, None) == (16, 32)  # the tiny VAE downsamples by 2
+    with pytest.raises(ConfigError, match="downsample"):
+        hint_channels(vae, (16, 32, 96, 256))

@@ -1,0 +1,167 @@
+"""The tiny world's Stable Diffusion side: the text-to-image base (`sd15`), its LCM-LoRA (`lcm-lora-sdv1-5`), the
+instruction ControlNet (`controlnet-ip2p`) and the AnimateDiff motion adapter (`animatediff-motion-adapter`), each
+trained by its vedit recipe (vedit_cli.train.recipes) on the world's frames and sequences, with the shared VAE, TAESD
+and text encoder, saved under the registry's names so `vedit edit --backend svdiff|eve --weights-dir WORLD` loads them.
+
+The base is the teacher's UNet pattern with 4 input channels, trained on every training frame unedited ("a photo")
+and under every edit (its output caption); the ControlNet reads the teacher's triplets; the motion adapter reads
+16-frame sequences (unedited and edited alike: a per-frame edit keeps the motion). The base's scheduler is SD1.5's
+(PNDM over scaled_linear betas 0.00085..0.012, as the hub's), and every backend reads it from the folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vedit_cli.tinyworld.edits import EDITS, apply_uint8
+
+IDENTITY_CAPTION = "a photo"
+SD15_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+                      skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
+
+
+@dataclass(frozen=True)
+class SdSideSize:
+    base_steps: int = 600
+    base_batch: int = 32
+    base_lr: float = 1e-3
+    lcm_steps: int = 300
+    lcm_batch: int = 16
+    lcm_lr: float = 1e-3
+    lora_rank: int = 16
+    controlnet_steps: int = 300
+    controlnet_batch: int = 32
+    controlnet_lr: float = 1e-3
+    motion_steps: int = 150
+    motion_batch: int = 4  # sequences of `frames`
+    motion_lr: float = 1e-3
+    frames: int = 8
+
+
+class FrameCaptions:
+    """Every (training frame, unedited or edited) pair with its caption: the base's and the LCM-LoRA's data."""
+
+    def __init__(self, frames_nhwc: np.ndarray):
+        self.frames = frames_nhwc
+
+    def __len__(self) -> int:
+        return len(self.frames) * (len(EDITS) + 1)
+
+    def load(self, index: int) -> dict:
+        frame, choice = self.frames[index // (len(EDITS) + 1)], index % (len(EDITS) + 1)
+        if choice == len(EDITS):
+            return {"image": frame, "caption": IDENTITY_CAPTION}
+        edit = EDITS[choice]
+        return {"image": apply_uint8(edit, frame[None])[0], "caption": edit.caption}
+
+    def describe(self, index: int) -> str:
+        choice = index % (len(EDITS) + 1)
+        return f"frame {index // (len(EDITS) + 1)}, {'unedited' if choice == len(EDITS) else EDITS[choice].name}"
+
+
+class SequenceCaptions:
+    """Every (training sequence, unedited or edited) pair with its caption: the motion adapter's data."""
+
+    def __init__(self, sequences: np.ndarray):
+        self.sequences = sequences  # uint8 [S, T, H, W, 3]
+
+    def __len__(self) -> int:
+        return len(self.sequences) * (len(EDITS) + 1)
+
+    def load(self, index: int) -> dict:
+        frames, choice = self.sequences[index // (len(EDITS) + 1)], index % (len(EDITS) + 1)
+        if choice == len(EDITS):
+            return {"frames": frames, "caption": IDENTITY_CAPTION}
+        return {"frames": apply_uint8(EDITS[choice], frames), "caption": EDITS[choice].caption}
+
+    def describe(self, index: int) -> str:
+        return f"sequence {index // (len(EDITS) + 1)}, variant {index % (len(EDITS) + 1)}"
+
+
+def save_sd_pipeline(folder: Path, unet, parts: Path) -> Path:
+    """A diffusers Stable Diffusion folder: `unet` + the world's shared vae, text encoder, tokenizer; SD1.5's
+    scheduler config (PNDM, as the hub's folder)."""
+    import shutil
+
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    folder, parts = Path(folder), Path(parts)
+    pipe = StableDiffusionPipeline(
+        unet=unet, vae=AutoencoderKL.from_pretrained(str(parts / "vae")),
+        text_encoder=CLIPTextModel.from_pretrained(str(parts / "text_encoder")),
+        tokenizer=CLIPTokenizer.from_pretrained(str(parts / "tokenizer")), scheduler=PNDMScheduler(**SD15_SCHEDULER),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    pipe.save_pretrained(str(partial), safe_serialization=True)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copyfile(parts / "tokenizer" / name, partial / "tokenizer" / name)
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return folder
+
+
+def _trainer(size_steps: int, batch: int, lr: float, work_dir: Path, steps: int | None = None):
+    from vedit_cli.train.config import TrainerConfig
+
+    total = steps or size_steps
+    return TrainerConfig(work_dir=work_dir, max_steps=total, batch_size=batch, learning_rate=lr, lr_scheduler="cosine",
+                         lr_warmup_steps=max(1, total // 20), checkpoint_every=100, keep_checkpoints=1, resume=True,
+                         cpu=True, seed=0)
+
+
+def base_config(random_base: Path, frames_nhwc, output: Path, size: SdSideSize, resolution: int, work_dir: Path,
+                steps: int | None = None):
+    from vedit_cli.train.config import TextToImageConfig
+
+    return TextToImageConfig(base=Path(random_base), data=FrameCaptions(frames_nhwc), output_dir=Path(output),
+                             trainer=_trainer(size.base_steps, size.base_batch, size.base_lr, work_dir, steps),
+                             resolution=resolution, overwrite=True)
+
+
+def lcm_config(base: Path, frames_nhwc, output: Path, size: SdSideSize, resolution: int, work_dir: Path,
+               steps: int | None = None):
+    from vedit_cli.train.config import LcmLoraConfig
+
+    return LcmLoraConfig(base=Path(base), data=FrameCaptions(frames_nhwc), output_dir=Path(output),
+                         trainer=_trainer(size.lcm_steps, size.lcm_batch, size.lcm_lr, work_dir, steps),
+                         resolution=resolution, lora_rank=size.lora_rank, lora_alpha=size.lora_rank, overwrite=True)
+
+
+def controlnet_config(base: Path, frames_nhwc, output: Path, size: SdSideSize, resolution: int, work_dir: Path,
+                      steps: int | None = None):
+    from vedit_cli.tinyworld.teacher import FrameEditTriplets
+    from vedit_cli.train.config import ControlNetConfig
+
+    return ControlNetConfig(base=Path(base), data=FrameEditTriplets(frames_nhwc), output_dir=Path(output),
+                            trainer=_trainer(size.controlnet_steps, size.controlnet_batch, size.controlnet_lr,
+                                             work_dir, steps), resolution=resolution, overwrite=True)
+
+
+def motion_config(base: Path, sequences, output: Path, size: SdSideSize, resolution: int, work_dir: Path,
+                  steps: int | None = None):
+    from vedit_cli.train.config import MotionAdapterConfig
+
+    return MotionAdapterConfig(base=Path(base), data=SequenceCaptions(sequences), output_dir=Path(output),
+                               trainer=_trainer(size.motion_steps, size.motion_batch, size.motion_lr, work_dir, steps),
+                               resolution=resolution, frames=size.frames, overwrite=True)
+
+
+def trainers() -> dict:
+    """Component name -> (config builder, train function name in vedit_cli.train.recipes)."""
+    return {"sd15": (base_config, "text_to_image.train_text_to_image"),
+            "lcm-lora-sdv1-5": (lcm_config, "lcm_lora.train_lcm_lora"),
+            "controlnet-ip2p": (controlnet_config, "controlnet.train_controlnet"),
+            "animatediff-motion-adapter": (motion_config, "motion_adapter.train_motion_adapter")}
+
+
+def run_trainer(component: str, config, progress=None) -> Path:
+    import importlib
+
+    module, function = trainers()[component][1].rsplit(".", 1)
+    return getattr(importlib.import_module(f"vedit_cli.train.recipes.{module}"), function)(config, progress)

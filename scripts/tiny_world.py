@@ -194,10 +194,14 @@ def build_sd_side(root: Path, frames_nhwc, spec: WorldSpec, sizes: Sizes) -> Non
         parts.write_done(root, "random-sd15", {"unet_parameters": sum(p.numel() for p in unet.parameters())})
     size = sizes.sd
     sequences = build_sequences(root / "cache", spec.size, size.frames, SEQUENCES_PER_CLIP)
+    say_sd_budget(root, frames_nhwc, sequences, spec, sizes)
+    start = root / "_build" / "sd15-start"  # the teacher's UNet, its image channels dropped (see sd_side)
+    if not parts.done_facts(root, "sd15") and not (start / "model_index.json").is_file():
+        sd_side.save_sd_pipeline(start, sd_side.text_to_image_unet(root / "instruct-pix2pix"), root / "_parts")
     for component, (configure, _) in sd_side.trainers().items():
         if parts.done_facts(root, component):
             continue
-        base = random_base if component == "sd15" else root / "sd15"
+        base = start if component == "sd15" else root / "sd15"
         data = sequences if component == "animatediff-motion-adapter" else frames_nhwc
         config = configure(base, data, root / component, size, spec.size, root / "_build" / f"{component}-training")
         say(f"{component}: {config.trainer.max_steps} steps x batch {config.trainer.batch_size} "
@@ -206,6 +210,43 @@ def build_sd_side(root: Path, frames_nhwc, spec: WorldSpec, sizes: Sizes) -> Non
         sd_side.run_trainer(component, config, recipe_progress(StepReporter(component[:8])))
         parts.write_done(root, component, {"minutes": round((time.perf_counter() - started) / 60, 2),
                                            "steps": config.trainer.max_steps, "batch": config.trainer.batch_size})
+
+
+def probe_sd_side(root: Path, frames_nhwc, sequences, spec: WorldSpec, sizes: Sizes) -> list[dict]:
+    """Seconds per step of each Stable Diffusion-side recipe, PROBE_STEPS steps after a warm-up, on a random base."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tinyworld-sd-probe-") as temporary:
+        temporary = Path(temporary)
+        unet = teach.new_teacher_unet(sizes.teacher, spec.size // 4, parts.TEXT_HIDDEN, seed=3, in_channels=4)
+        base = sd_side.save_sd_pipeline(temporary / "sd15", unet, root / "_parts")
+        size = sizes.sd
+        for component, (configure, _) in sd_side.trainers().items():
+            data = sequences if component == "animatediff-motion-adapter" else frames_nhwc
+            config = configure(base, data, temporary / component, size, spec.size, temporary / f"{component}.work",
+                               steps=PROBE_STEPS + 1)
+            timer = StepReporter("probe")
+            sd_side.run_trainer(component, config, lambda event, timer=timer: timer.times.append(time.perf_counter())
+                                if event.get("event") == "step" else None)
+            full = configure(base, data, temporary / component, size, spec.size, temporary / "unused")
+            rows.append({"component": component, "steps": full.trainer.max_steps, "batch": full.trainer.batch_size,
+                         "seconds_per_step": round(timer.seconds_per_step(), 3),
+                         "predicted_minutes": round(full.trainer.max_steps * timer.seconds_per_step() / 60, 2)})
+    return rows
+
+
+def say_sd_budget(root: Path, frames_nhwc, sequences, spec: WorldSpec, sizes: Sizes) -> None:
+    """The Stable Diffusion side's budget table (probed once, before its first component trains)."""
+    names = list(sd_side.trainers())
+    budget = parts.done_facts(root, "budget-sd")
+    if budget is None:
+        if all(parts.done_facts(root, name) for name in names):
+            return
+        say("probing the Stable Diffusion side's cost ...")
+        started = time.perf_counter()
+        budget = {"rows": probe_sd_side(root, frames_nhwc, sequences, spec, sizes),
+                  "fixed_minutes": round((time.perf_counter() - started) / 60, 2)}
+        parts.write_done(root, "budget-sd", budget)
+    say("Stable Diffusion side budget (2 CPU cores)\n" + budget_table(budget["rows"], budget["fixed_minutes"]))
 
 
 # 2. the probe and the budget table ---------------------------------------------------------------------------------
@@ -250,7 +291,7 @@ def budget_table(rows: list[dict], fixed_minutes: float) -> str:
         lines.append(f"| {row['component']} | {row['steps']} x {row['batch']} | {row['seconds_per_step']:.3f} | "
                      f"{row['predicted_minutes']:.1f} |")
     total = fixed_minutes + sum(row["predicted_minutes"] for row in rows)
-    lines.append(f"| clips, text encoder, probe (measured) | | | {fixed_minutes:.1f} |")
+    lines.append(f"| fixed parts and probe (measured) | | | {fixed_minutes:.1f} |")
     lines.append(f"| **total** | | | **{total:.1f}** |")
     return "\n".join(lines)
 

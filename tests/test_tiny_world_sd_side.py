@@ -4,6 +4,7 @@ loads through the svdiff and eve backends' real loaders and edits through `vedit
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -98,3 +99,43 @@ def test_controlnet_hint_embedding_follows_the_vae_factor(sd15_base):
     assert hint_channels(vae, None) == (16, 32)  # the tiny VAE downsamples by 2
     with pytest.raises(ConfigError, match="downsample"):
         hint_channels(vae, (16, 32, 96, 256))
+
+
+def _clip(path: Path, frames: int = 6, size: int = 64) -> Path:
+    from fractions import Fraction
+
+    from vedit_cli.config import EncodeConfig
+    from vedit_cli.io.encode import VideoWriter
+
+    writer = VideoWriter(path, size, size, Fraction(8), EncodeConfig(crf=0, preset="veryfast"))
+    for frame in np.random.default_rng(1).integers(0, 256, (frames, size, size, 3), dtype=np.uint8):
+        writer.write(frame)
+    writer.close()
+    return path
+
+
+def _edit(world: Path, clip: Path, output: Path, backend: str, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "vedit_cli", "edit", str(clip), "make it sepia", "-o", str(output), "--backend",
+               backend, "--weights-dir", str(world), "--size", "64", "--dtype", "float32", "--device", "cpu",
+               "--no-download", "--json", "--quiet", *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_a_quick_stable_diffusion_side_loads_and_edits_through_svdiff_and_eve(sd15_base, tmp_path):
+    """Every component trained a couple of steps from the tiny base, saved under the registry's names, loaded by the
+    backends' real loaders (`vedit edit`), as `scripts/tiny_world.py build --quick` does at the world's size."""
+    from tests import tiny
+
+    world, frames = tmp_path / "world", _frames(4)
+    sequences = np.stack([_frames(QUICK.frames, seed=s) for s in range(2)])
+    for component, (configure, _) in sd_side.trainers().items():
+        base = sd15_base if component == "sd15" else world / "sd15"
+        data = sequences if component == "animatediff-motion-adapter" else frames
+        sd_side.run_trainer(component, _config(configure, base, data, world, component))  # world/<component>
+    tiny.save_taesd(world / "taesd")
+    clip = _clip(tmp_path / "clip.mp4")
+    for backend, extra in (("svdiff", ()), ("svdiff", ("--lora-scale", "0")), ("eve", ("--caption", "a sepia photo"))):
+        result = _edit(world, clip, tmp_path / f"{backend}{len(extra)}.mp4", backend, *extra)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert (tmp_path / f"{backend}{len(extra)}.mp4").is_file()

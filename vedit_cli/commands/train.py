@@ -1,4 +1,5 @@
-"""`vedit train pix2pix`: InstructPix2Pix training on the accelerate trainer (one CPU/GPU, or `accelerate launch`)."""
+"""`vedit train pix2pix | movie-student | svdiff-memory`: training on the accelerate trainer (one CPU/GPU, or
+`accelerate launch`)."""
 
 from __future__ import annotations
 
@@ -90,6 +91,7 @@ def register(app: typer.Typer) -> None:
             _report(progress.summary, as_json, quiet)
 
     register_movie_student(train_app)
+    register_svdiff_memory(train_app)
 
 
 def register_movie_student(train_app: typer.Typer) -> None:
@@ -156,11 +158,80 @@ def register_movie_student(train_app: typer.Typer) -> None:
             teacher_steps=teacher_steps, trajectories=trajectories, noise_fraction=noise_fraction,
             distillation_weight=distillation_weight, adversarial_weight=adversarial_weight, overwrite=overwrite,
         )
-        main_process = int(os.environ.get("RANK", "0")) == 0
-        with TrainingProgress(stderr_console(quiet or as_json or not main_process), "movie-student") as progress:
-            output = train_movie_student(config, progress=progress)
-        if main_process:
-            _report({**progress.summary, "output": str(output)}, as_json, quiet)
+        _run_training(train_movie_student, config, "movie-student", as_json, quiet)
+
+
+# Trainer options shared by the recipe commands (defaults come from TrainerConfig at each use).
+MaxSteps = Annotated[int, typer.Option(help="Optimizer steps.")]
+BatchSize = Annotated[int, typer.Option(help="Samples per process per micro-step (global batch = batch x processes x accumulation).")]
+AccumulationSteps = Annotated[int, typer.Option(help="Micro-steps per optimizer step.")]
+LearningRate = Annotated[float, typer.Option(help="AdamW learning rate.")]
+MixedPrecision = Annotated[Literal[MIXED_PRECISION], typer.Option(help="Autocast dtype (trained weights stay float32).")]
+GradientCheckpointing = Annotated[bool, typer.Option(help="Recompute activations in backward: less memory, slower.")]
+CheckpointEvery = Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps (and at the end).")]
+Seed = Annotated[int, typer.Option(help="Seed of the data order and of every per-sample draw.")]
+Resume = Annotated[bool, typer.Option(help="Continue from the newest checkpoint in the work folder.")]
+Cpu = Annotated[bool, typer.Option(help="Train on the CPU even when a GPU is there.")]
+Overwrite = Annotated[bool, typer.Option(help="Replace an existing output folder (and the work folder's checkpoints).")]
+
+
+def register_svdiff_memory(train_app: typer.Typer) -> None:
+    from vedit_cli.train.config import SvdiffMemoryConfig, TrainerConfig
+
+    T, S = _defaults(TrainerConfig), _defaults(SvdiffMemoryConfig)
+
+    @train_app.command("svdiff-memory")
+    def svdiff_memory(
+        base_dir: Annotated[Path, typer.Option(help="Stable Diffusion folder (diffusers layout), frozen: WEIGHTS/sd15.", show_default=False)],
+        videos: Annotated[Path, typer.Option(help="Clips: a clip, a folder of clips, or a CSV/JSONL manifest with columns input[,caption] (paths relative to it).", show_default=False)],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Memory folder to write: WEIGHTS/svdiff-memory (`vedit edit --backend svdiff` picks it up).", show_default=False)],
+        caption: Annotated[str | None, typer.Option(help="Caption of every clip without one (a manifest's caption column wins). To caption a folder clip by clip, write a CSV manifest input,caption.", show_default=False)] = None,
+        work_dir: Annotated[Path | None, typer.Option(help="Checkpoints, log.jsonl and validation (default: OUT.training).", show_default=False)] = None,
+        segment_frames: Annotated[int, typer.Option(help="Consecutive frames per training segment (the paper: 64); shorter clips are skipped and counted.")] = S["segment_frames"],
+        clip_frames: Annotated[int, typer.Option(help="Frames per clip (the paper: 8): memory carried across clips, gradients cut at their boundaries.")] = S["clip_frames"],
+        fps: Annotated[float | None, typer.Option(help="Take frames at about this rate (every round(native/fps)-th frame; slower clips at their own rate). Default: every frame.", show_default=False)] = None,
+        lcm_lora: Annotated[Path | None, typer.Option(help="Fuse this LCM-LoRA (folder or .safetensors, e.g. WEIGHTS/lcm-lora-sdv1-5) into the frozen UNet; default: the base alone, as the paper.", show_default=False)] = None,
+        resolution: Annotated[int, typer.Option(help="Training crop size in pixels (the paper: 512).")] = S["resolution"],
+        caption_dropout: Annotated[float, typer.Option(help="Share of segments trained with the empty prompt (the unconditional memory of CFG).")] = S["caption_dropout"],
+        max_steps: MaxSteps = T["max_steps"],
+        batch_size: BatchSize = T["batch_size"],
+        learning_rate: LearningRate = T["learning_rate"],
+        gradient_accumulation_steps: AccumulationSteps = T["gradient_accumulation_steps"],
+        mixed_precision: MixedPrecision = T["mixed_precision"],
+        gradient_checkpointing: GradientCheckpointing = T["gradient_checkpointing"],
+        checkpoint_every: CheckpointEvery = T["checkpoint_every"],
+        resume: Resume = T["resume"],
+        overwrite: Overwrite = S["overwrite"],
+        seed: Seed = T["seed"],
+        cpu: Cpu = T["cpu"],
+        as_json: JsonOutput = False,
+        quiet: Quiet = False,
+    ) -> None:
+        """Train SVDiff's spatial memory (arXiv 2405.19726) on long clips, Stable Diffusion frozen."""
+        quiet_libraries()
+        from vedit_cli.train.recipes.svdiff_memory import train_svdiff_memory
+
+        trainer = TrainerConfig(
+            work_dir=work_dir, max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
+            gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision,
+            gradient_checkpointing=gradient_checkpointing, checkpoint_every=checkpoint_every, resume=resume,
+            seed=seed, cpu=cpu,
+        )
+        config = SvdiffMemoryConfig(
+            base=base_dir, data=videos, output_dir=out, trainer=trainer, lcm_lora=lcm_lora,
+            segment_frames=segment_frames, clip_frames=clip_frames, fps=fps, caption=caption, resolution=resolution,
+            caption_dropout=caption_dropout, overwrite=overwrite,
+        )
+        _run_training(train_svdiff_memory, config, "svdiff-memory", as_json, quiet)
+
+
+def _run_training(train, config, name: str, as_json: bool, quiet: bool) -> None:
+    """`train(config, progress=...)` with the progress bar, then the summary, both on the main process only."""
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    with TrainingProgress(stderr_console(quiet or as_json or not main_process), name) as progress:
+        output = train(config, progress=progress)
+    if main_process:
+        _report({**progress.summary, "output": str(output)}, as_json, quiet)
 
 
 class TrainingProgress:
@@ -199,6 +270,12 @@ class TrainingProgress:
         elif kind == "step":
             self.summary.update(loss=event["loss"], skipped_samples=event["skipped_samples"])
             self.bar.update(self.task, completed=event["step"], loss=f"{event['loss']:.4f}")
+        elif kind == "data":  # a recipe's report on its clips before training starts
+            self.summary["data"] = {key: event[key] for key in ("clips", "segments", "too_short", "unreadable")}
+            rate = f" at {event['fps']:g} fps" if event.get("fps") else ""
+            self.console.print(f"{self.name}: {event['segments']} segments of {event['segment_frames']} frames{rate} "
+                               f"from {event['clips']} clip(s); skipped {event['too_short']} shorter clip(s) and "
+                               f"{event['unreadable']} unreadable", soft_wrap=True, markup=False)
         elif kind == "skipped":
             self.console.print(f"skipped {event['sample']}", soft_wrap=True, markup=False)
         elif kind == "checkpoint":

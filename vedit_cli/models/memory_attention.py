@@ -7,6 +7,13 @@ the updated features and the next memory M^{n+1} (eq. 7). `UNetMemory` owns thos
 UNet, and keeps the recurrent state: one memory per (denoising step, transformer block), each with a batch row per
 guidance branch (eq. 8: unconditional and conditional memories are separate). The output projection starts at
 zero, so an untrained memory leaves the UNet's output unchanged.
+
+Inference carries the state detached (no autograd graph from frame to frame). Training (`keep_graph=True`, vedit_cli.
+train.recipes.svdiff_memory) keeps the graph so a frame's loss reaches the memory writes of the frames before it, and
+truncates it with `detach_state()` at every clip boundary (sec. 4.3: the memory is carried from clip to clip, the
+gradient is not). The hooks write the state once per forward of a transformer block: diffusers' gradient
+checkpointing re-runs resnets and the transformer's inner blocks in backward, never the Transformer2DModel module
+itself, so no hook runs twice (tests/test_train_svdiff_memory.py counts the calls).
 """
 
 from __future__ import annotations
@@ -106,9 +113,10 @@ class MemoryAttention(nn.Module):
 class UNetMemory(nn.Module):
     """The memory modules of one UNet plus their recurrent state, keyed by (denoising step, block index)."""
 
-    def __init__(self, config: MemoryConfig):
+    def __init__(self, config: MemoryConfig, keep_graph: bool = False):
         super().__init__()
         self.config = config
+        self.keep_graph = keep_graph  # True (training): the carried state keeps its autograd graph
         self.blocks = nn.ModuleList(
             MemoryAttention(c, h, hd, config.height, config.width, config.position_hidden)
             for c, h, hd in zip(config.channels, config.heads, config.head_dims)
@@ -143,7 +151,7 @@ class UNetMemory(nn.Module):
             tupled = isinstance(output, tuple)
             features = output[0] if tupled else output.sample
             features, next_memory = self.blocks[index](features, self._read(index, features.shape[0]))
-            self.state[(self.step, index)] = next_memory.detach()
+            self.state[(self.step, index)] = next_memory if self.keep_graph else next_memory.detach()
             if tupled:
                 return (features, *output[1:])
             output.sample = features
@@ -180,6 +188,18 @@ class UNetMemory(nn.Module):
     def clear(self) -> None:
         """Forget the stream: the next frame starts from M^0."""
         self.state = {}
+
+    def detach_state(self) -> None:
+        """Keep the carried memories' values, drop their autograd graph (truncated backpropagation through time:
+        training calls it at every clip boundary). A no-op for inference, whose state is detached already."""
+        self.state = {key: memory.detach() for key, memory in self.state.items()}
+
+    def forward(self, run, *args, **kwargs):
+        """`run(*args, **kwargs)`: a function that runs the UNet this memory is attached to (e.g. a whole segment's
+        loss). The memory has no forward of its own (its hooks run inside the UNet's); training calls the function
+        through this module so that a wrapper around it (DDP's gradient sync, accelerate's autocast) sees one
+        forward per backward."""
+        return run(*args, **kwargs)
 
     def memory_state(self) -> dict[str, torch.Tensor]:
         """The recurrent state as plain tensors (safetensors-friendly keys), to cut a stream and resume it later."""

@@ -3,10 +3,11 @@ instruction ControlNet (`controlnet-ip2p`) and the AnimateDiff motion adapter (`
 trained by its vedit recipe (vedit_cli.train.recipes) on the world's frames and sequences, with the shared VAE, TAESD
 and text encoder, saved under the registry's names so `vedit edit --backend svdiff|eve --weights-dir WORLD` loads them.
 
-The base is the teacher's UNet pattern with 4 input channels, trained on every training frame unedited ("a photo")
-and under every edit (its output caption); the ControlNet reads the teacher's triplets; the motion adapter reads
-16-frame sequences (unedited and edited alike: a per-frame edit keeps the motion). The base's scheduler is SD1.5's
-(PNDM over scaled_linear betas 0.00085..0.012, as the hub's), and every backend reads it from the folder.
+The base is the teacher's UNet with 4 input channels (started from the teacher: text_to_image_unet), trained on
+every training frame unedited ("a photo") and under every edit (its output caption); the ControlNet reads the
+teacher's triplets; the motion adapter reads runs of consecutive frames (unedited and edited alike: a per-frame edit
+keeps the motion). The base's scheduler is SD1.5's (PNDM over scaled_linear betas 0.00085..0.012, as the hub's),
+and every backend reads it from the folder.
 """
 
 from __future__ import annotations
@@ -104,6 +105,26 @@ def save_sd_pipeline(folder: Path, unet, parts: Path) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     return folder
+
+
+def text_to_image_unet(teacher: Path):
+    """The teacher's UNet with its 4 image-conditioning input channels dropped: the base's starting point.
+
+    The teacher already denoises the world's frames under a text condition (it trains with the source image
+    dropped 5% of the time), so the base starts from it and learns the captions; in the real world the order is the
+    other way round (InstructPix2Pix is fine-tuned from SD1.5), which only saves this world's CPU minutes."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(str(teacher), subfolder="unet", use_safetensors=True)
+    old = unet.conv_in
+    new = torch.nn.Conv2d(4, old.out_channels, old.kernel_size, old.stride, old.padding)
+    with torch.no_grad():
+        new.weight.copy_(old.weight[:, :4])
+        new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=4)
+    return unet
 
 
 def _trainer(size_steps: int, batch: int, lr: float, work_dir: Path, steps: int | None = None):

@@ -234,3 +234,21 @@ class MotionAdapterConfig(SdRecipeConfig):
     motion_max_seq_length: int = 32
     motion_layers_per_block: int | None = None  # None: the base UNet's layers_per_block
     motion_num_attention_heads: int = 8
+
+
+@dataclass(frozen=True)
+class SvdiffMemoryConfig(SdRecipeConfig):
+    """SVDiff's memory trained segment by segment on long clips (vedit_cli.train.recipes.svdiff_memory; Chen et al.,
+    arXiv 2405.19726, sec. 4.3): the frozen base (optionally with the LCM-LoRA fused), only the memory attention
+    trains; segments of `segment_frames` consecutive frames (at `fps`, None: the clip's own rate) split into clips of
+    `clip_frames`, the memory carried from clip to clip. `data`: a folder, manifest or sample source of clips;
+    `caption`: the caption of every clip whose data has none."""
+
+    lcm_lora: Path | None = None  # None: train on the base alone (the paper)
+    segment_frames: int = 64
+    clip_frames: int = 8
+    fps: float | None = None
+    caption: str | None = None
+    memory_height: int = 8
+    memory_width: int = 8
+    caption_dropout: float = 0.1

@@ -117,9 +117,21 @@ def motion_model(base_unet, adapter):
 
     model = UNetMotionModel.from_unet2d(base_unet, adapter)
     model.freeze_unet2d_params()
+    contiguous_temporal_norms(model)
     strays = [name for name, p in model.named_parameters() if p.requires_grad and MOTION_MODULES not in name]
     assert not strays, f"trainable parameters outside the motion modules: {strays[:3]}"
     return model
+
+
+def contiguous_temporal_norms(model) -> None:
+    """Give every temporal GroupNorm a contiguous input. Its input is a permuted [B, C, T, h, w] view; with fewer
+    than 8 frames torch takes it as channels-last, and torch 2.13's CPU channels-last GroupNorm BACKWARD kernel
+    segfaults on it (measured here: frames 2-7 crash, 8 and more do not). Forward results are unchanged."""
+    from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
+
+    for module in model.modules():
+        if isinstance(module, AnimateDiffTransformer3D):
+            module.norm.register_forward_pre_hook(lambda _norm, args: (args[0].contiguous(), *args[1:]))
 
 
 def trained_adapter(model, config: dict):

@@ -55,7 +55,8 @@ QUICK = Sizes(parts.AutoencoderSize(steps=250, batch=16), parts.AutoencoderSize(
               students=learners.StudentSize(batch=4, mobile_steps=2, guidance_steps=2, onestep_steps=2,
                                             trajectories=8),
               sd=sd_side.SdSideSize(base_steps=3, base_batch=4, lcm_steps=3, lcm_batch=2, lora_rank=4,
-                                    controlnet_steps=3, controlnet_batch=4, motion_steps=3, motion_batch=1))
+                                    controlnet_steps=3, controlnet_batch=4, motion_steps=3, motion_batch=1,
+                                    memory_steps=2, memory_batch=1, memory_segment=8, memory_clip=4))
 PROBE_STEPS = 4  # timed steps per component, after one warm-up step
 
 
@@ -184,26 +185,25 @@ def build_students(root: Path, frames_nhwc, spec: WorldSpec, size: learners.Stud
 SEQUENCES_PER_CLIP = 4
 
 
-def build_sd_side(root: Path, frames_nhwc, spec: WorldSpec, sizes: Sizes) -> None:
-    """The base (from a random UNet of the teacher's pattern, 4 input channels), then the LCM-LoRA, the ControlNet
-    and the motion adapter on it; each skipped once built, each resuming from its last checkpoint."""
+def build_sd_side(root: Path, frames_nhwc, spec: WorldSpec, sizes: Sizes, components=None) -> None:
+    """The base (from the teacher's UNet, 4 input channels), then the LCM-LoRA, the ControlNet, the motion adapter
+    and SVDiff's memory on it; each skipped once built, each resuming from its last checkpoint."""
     random_base = root / "random" / "sd15"
     if not parts.done_facts(root, "random-sd15"):
         unet = teach.new_teacher_unet(sizes.teacher, spec.size // 4, parts.TEXT_HIDDEN, seed=3, in_channels=4)
         sd_side.save_sd_pipeline(random_base, unet, root / "_parts")
         parts.write_done(root, "random-sd15", {"unet_parameters": sum(p.numel() for p in unet.parameters())})
     size = sizes.sd
-    sequences = build_sequences(root / "cache", spec.size, size.frames, SEQUENCES_PER_CLIP)
-    say_sd_budget(root, frames_nhwc, sequences, spec, sizes)
+    say_sd_budget(root, frames_nhwc, spec, sizes)
     start = root / "_build" / "sd15-start"  # the teacher's UNet, its image channels dropped (see sd_side)
     if not parts.done_facts(root, "sd15") and not (start / "model_index.json").is_file():
         sd_side.save_sd_pipeline(start, sd_side.text_to_image_unet(root / "instruct-pix2pix"), root / "_parts")
-    for component, (configure, _) in sd_side.trainers().items():
-        if parts.done_facts(root, component):
+    for component, (configure, _, data_kind) in sd_side.TRAINERS.items():
+        if parts.done_facts(root, component) or (components and component not in components):
             continue
         base = start if component == "sd15" else root / "sd15"
-        data = sequences if component == "animatediff-motion-adapter" else frames_nhwc
-        config = configure(base, data, root / component, size, spec.size, root / "_build" / f"{component}-training")
+        config = configure(base, world_data(root, frames_nhwc, spec, size, data_kind), root / component, size,
+                           spec.size, root / "_build" / f"{component}-training")
         say(f"{component}: {config.trainer.max_steps} steps x batch {config.trainer.batch_size} "
             f"({type(config).__name__.replace('Config', '')} recipe)")
         started = time.perf_counter()
@@ -212,7 +212,13 @@ def build_sd_side(root: Path, frames_nhwc, spec: WorldSpec, sizes: Sizes) -> Non
                                            "steps": config.trainer.max_steps, "batch": config.trainer.batch_size})
 
 
-def probe_sd_side(root: Path, frames_nhwc, sequences, spec: WorldSpec, sizes: Sizes) -> list[dict]:
+def world_data(root: Path, frames_nhwc, spec: WorldSpec, size: sd_side.SdSideSize, data_kind: str):
+    """The training frames, or runs of consecutive frames of the training clips (cached once per length)."""
+    length = sd_side.sequence_length(size, data_kind)
+    return frames_nhwc if length is None else build_sequences(root / "cache", spec.size, length, SEQUENCES_PER_CLIP)
+
+
+def probe_sd_side(root: Path, frames_nhwc, spec: WorldSpec, sizes: Sizes) -> list[dict]:
     """Seconds per step of each Stable Diffusion-side recipe, PROBE_STEPS steps after a warm-up, on a random base."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="tinyworld-sd-probe-") as temporary:
@@ -220,8 +226,8 @@ def probe_sd_side(root: Path, frames_nhwc, sequences, spec: WorldSpec, sizes: Si
         unet = teach.new_teacher_unet(sizes.teacher, spec.size // 4, parts.TEXT_HIDDEN, seed=3, in_channels=4)
         base = sd_side.save_sd_pipeline(temporary / "sd15", unet, root / "_parts")
         size = sizes.sd
-        for component, (configure, _) in sd_side.trainers().items():
-            data = sequences if component == "animatediff-motion-adapter" else frames_nhwc
+        for component, (configure, _, data_kind) in sd_side.TRAINERS.items():
+            data = world_data(root, frames_nhwc, spec, size, data_kind)
             config = configure(base, data, temporary / component, size, spec.size, temporary / f"{component}.work",
                                steps=PROBE_STEPS + 1)
             timer = StepReporter("probe")
@@ -234,16 +240,15 @@ def probe_sd_side(root: Path, frames_nhwc, sequences, spec: WorldSpec, sizes: Si
     return rows
 
 
-def say_sd_budget(root: Path, frames_nhwc, sequences, spec: WorldSpec, sizes: Sizes) -> None:
+def say_sd_budget(root: Path, frames_nhwc, spec: WorldSpec, sizes: Sizes) -> None:
     """The Stable Diffusion side's budget table (probed once, before its first component trains)."""
-    names = list(sd_side.trainers())
     budget = parts.done_facts(root, "budget-sd")
     if budget is None:
-        if all(parts.done_facts(root, name) for name in names):
+        if all(parts.done_facts(root, name) for name in sd_side.TRAINERS):
             return
         say("probing the Stable Diffusion side's cost ...")
         started = time.perf_counter()
-        budget = {"rows": probe_sd_side(root, frames_nhwc, sequences, spec, sizes),
+        budget = {"rows": probe_sd_side(root, frames_nhwc, spec, sizes),
                   "fixed_minutes": round((time.perf_counter() - started) / 60, 2)}
         parts.write_done(root, "budget-sd", budget)
     say("Stable Diffusion side budget (2 CPU cores)\n" + budget_table(budget["rows"], budget["fixed_minutes"]))
@@ -430,7 +435,8 @@ def score_table(report: dict) -> str:
         warp = f"{row['warp_error']:.4f}" if row["warp_error"] is not None else "n/a"
         teacher = row.get("psnr_to_teacher")
         teacher = "-" if teacher is None or row["row"] == "movie teacher" else f"{teacher:.2f}"
-        lines.append(f"| {row['row']} | {row['psnr']:.2f} | {row['edit_accuracy']:.0%} | {teacher} | {warp} | "
+        psnr = "-" if row["psnr"] is None else f"{row['psnr']:.2f}"
+        lines.append(f"| {row['row']} | {psnr} | {row['edit_accuracy']:.0%} | {teacher} | {warp} | "
                      f"{row['flicker']:.2f} | {row['unet_passes_per_frame']} | {row['seconds_per_frame']:.3f} |")
     return "\n".join(lines)
 

@@ -19,7 +19,8 @@ from vedit_cli.tinyworld import sd_side
 from vedit_cli.tinyworld.edits import EDITS
 
 QUICK = sd_side.SdSideSize(base_steps=2, base_batch=2, lcm_steps=2, lcm_batch=2, lora_rank=4, controlnet_steps=3,
-                           controlnet_batch=2, motion_steps=2, motion_batch=1, frames=4)
+                           controlnet_batch=2, motion_steps=2, motion_batch=1, frames=4, memory_steps=2,
+                           memory_batch=1, memory_segment=4, memory_clip=2)
 RESOLUTION = 32
 
 
@@ -128,14 +129,16 @@ def test_a_quick_stable_diffusion_side_loads_and_edits_through_svdiff_and_eve(sd
     from tests import tiny
 
     world, frames = tmp_path / "world", _frames(4)
-    sequences = np.stack([_frames(QUICK.frames, seed=s) for s in range(2)])
-    for component, (configure, _) in sd_side.trainers().items():
+    for component, (configure, _, data_kind) in sd_side.TRAINERS.items():
         base = sd15_base if component == "sd15" else world / "sd15"
-        data = sequences if component == "animatediff-motion-adapter" else frames
+        length = sd_side.sequence_length(QUICK, data_kind)
+        data = frames if length is None else np.stack([_frames(length, seed=s) for s in range(2)])
         sd_side.run_trainer(component, _config(configure, base, data, world, component))  # world/<component>
     tiny.save_taesd(world / "taesd")
     clip = _clip(tmp_path / "clip.mp4")
-    for backend, extra in (("svdiff", ()), ("svdiff", ("--lora-scale", "0")), ("eve", ("--caption", "a sepia photo"))):
+    runs = (("svdiff", ("--steps", "2")), ("svdiff", ("--steps", "2", "--lora-scale", "0")),
+            ("eve", ("--steps", "2", "--caption", "a sepia photo")))
+    for backend, extra in runs:
         result = _edit(world, clip, tmp_path / f"{backend}{len(extra)}.mp4", backend, *extra)
         assert result.returncode == 0, result.stderr[-2000:]
         assert (tmp_path / f"{backend}{len(extra)}.mp4").is_file()

@@ -165,10 +165,10 @@ def extract_sequences(path: Path, size: int, length: int, count: int) -> np.ndar
 
 
 def build_sequences(cache_dir: Path, size: int, length: int, per_clip: int, split: str = "train") -> np.ndarray:
-    """sequences_<split>.npy: consecutive-frame runs of the split's cached clips (the motion adapter's and the
+    """sequences_<split>_<length>.npy: consecutive-frame runs of the split's cached clips (the motion adapter's and the
     memory's data); built once, from the clips cache.json names."""
     cache_dir = Path(cache_dir)
-    target = cache_dir / f"sequences_{split}.npy"
+    target = cache_dir / f"sequences_{split}_{length}.npy"
     if target.is_file():
         return np.load(target)
     clips = json.loads((cache_dir / "cache.json").read_text())["splits"][split]["clips"]

@@ -101,16 +101,43 @@ def sd_side_rows(world: Path) -> list[Row]:
     has = [name for name in ("sd15", "lcm-lora-sdv1-5", "controlnet-ip2p", "animatediff-motion-adapter", "taesd")
            if (world / name).is_dir()]
     svdiff = BACKEND_DEFAULTS["svdiff"]
-    if {"sd15", "lcm-lora-sdv1-5", "taesd"} <= set(has) and not (world / "svdiff-memory").is_dir():
+    if {"sd15", "lcm-lora-sdv1-5", "taesd"} <= set(has):
+        plain = no_memory_view(world)  # svdiff loads the memory whenever its folder is there
         passes = unet_passes(svdiff.steps, svdiff.guidance_scale > 1, "inversion")
-        rows.append(Row("svdiff, no memory (LCM-LoRA, 3 steps)", "svdiff", world, (), passes, prompt="caption"))
-        rows.append(Row("svdiff base without LCM-LoRA (3 steps)", "svdiff", world, ("--lora-scale", "0"), passes,
+        rows.append(Row("svdiff, no memory (LCM-LoRA, 3 steps)", "svdiff", plain, (), passes, prompt="caption"))
+        if (world / "svdiff-memory").is_dir():
+            rows.append(Row("svdiff, trained memory (LCM-LoRA, 3 steps)", "svdiff", world, (), passes,
+                            prompt="caption"))
+        rows.append(Row("svdiff base without LCM-LoRA (3 steps)", "svdiff", plain, ("--lora-scale", "0"), passes,
                         prompt="caption"))
     if {"sd15", "controlnet-ip2p", "animatediff-motion-adapter"} <= set(has) and not (world / "eve-lora").is_dir():
         eve = BACKEND_DEFAULTS["eve"]
         rows.append(Row("eve plug-and-play (ControlNet + motion adapter)", "eve", world, (),
                         eve.steps * (2 if eve.guidance_scale > 1 else 1), caption_flag=True))
     return rows
+
+
+def no_memory_view(world: Path) -> Path:
+    """<world>/_views/svdiff-no-memory: links to the world's svdiff parts without its memory (made once)."""
+    view = Path(world) / "_views" / "svdiff-no-memory"
+    view.mkdir(parents=True, exist_ok=True)
+    for name in ("sd15", "lcm-lora-sdv1-5", "taesd"):
+        if not (view / name).exists():
+            (view / name).symlink_to((Path(world) / name).resolve(), target_is_directory=True)
+    return view
+
+
+def truth_row(clips: list[Clip]) -> dict:
+    """The ground truth's own warp error and flicker (what a perfect edit would score), for scale."""
+    from vedit_cli.metrics.temporal import flicker, warp_error
+
+    warps = [warp_error(list(clip.frames), list(clip.truth[edit.name])) for clip in clips for edit in EDITS]
+    flickers = [flicker(list(clip.truth[edit.name])) for clip in clips for edit in EDITS]
+    defined = [w for w in warps if w is not None]
+    return {"row": "ground truth (the procedural edits)", "backend": "-", "psnr": None, "edit_accuracy": 1.0,
+            "warp_error": float(np.mean(defined)) if defined else None,
+            "flicker": float(np.mean([f for f in flickers if f is not None] or [np.nan])), "per_edit_psnr": {},
+            "psnr_to_teacher": None, "unet_passes_per_frame": 0, "seconds_per_frame": 0.0}
 
 
 def prepare_clip(path: Path, folder: Path, options: Options) -> Clip:
@@ -233,7 +260,7 @@ def score(world: Path, clip_paths: list[Path], work: Path, options: Options, on_
     """Every row's metrics on `clip_paths`; `on_progress(message)` hears each stage."""
     work = Path(work)
     clips = [prepare_clip(path, work / "sources", options) for path in clip_paths]
-    rows, teacher_outputs = [], None
+    rows, teacher_outputs = [truth_row(clips)], None
     for row in plan_rows(world, options):
         if options.only and row.backend != "copy" and not any(part in row.label for part in options.only):
             continue

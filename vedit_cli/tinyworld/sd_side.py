@@ -40,6 +40,11 @@ class SdSideSize:
     motion_batch: int = 4  # sequences of `frames`
     motion_lr: float = 1e-3
     frames: int = 8
+    memory_steps: int = 200
+    memory_batch: int = 2  # segments of memory_segment frames
+    memory_lr: float = 1e-3
+    memory_segment: int = 16
+    memory_clip: int = 4
 
 
 class FrameCaptions:
@@ -173,16 +178,32 @@ def motion_config(base: Path, sequences, output: Path, size: SdSideSize, resolut
                                resolution=resolution, frames=size.frames, overwrite=True)
 
 
-def trainers() -> dict:
-    """Component name -> (config builder, train function name in vedit_cli.train.recipes)."""
-    return {"sd15": (base_config, "text_to_image.train_text_to_image"),
-            "lcm-lora-sdv1-5": (lcm_config, "lcm_lora.train_lcm_lora"),
-            "controlnet-ip2p": (controlnet_config, "controlnet.train_controlnet"),
-            "animatediff-motion-adapter": (motion_config, "motion_adapter.train_motion_adapter")}
+def memory_config(base: Path, sequences, output: Path, size: SdSideSize, resolution: int, work_dir: Path,
+                  steps: int | None = None):
+    """SVDiff's memory on the base with the world's LCM-LoRA (beside the base) fused: what svdiff runs it with."""
+    from vedit_cli.train.config import SvdiffMemoryConfig
+
+    return SvdiffMemoryConfig(base=Path(base), data=SequenceCaptions(sequences), output_dir=Path(output),
+                              trainer=_trainer(size.memory_steps, size.memory_batch, size.memory_lr, work_dir, steps),
+                              resolution=resolution, lcm_lora=Path(base).parent / "lcm-lora-sdv1-5",
+                              segment_frames=size.memory_segment, clip_frames=size.memory_clip, overwrite=True)
+
+
+# component name -> (config builder, train function in vedit_cli.train.recipes, data: "frames" | sequence length field)
+TRAINERS = {"sd15": (base_config, "text_to_image.train_text_to_image", "frames"),
+            "lcm-lora-sdv1-5": (lcm_config, "lcm_lora.train_lcm_lora", "frames"),
+            "controlnet-ip2p": (controlnet_config, "controlnet.train_controlnet", "frames"),
+            "animatediff-motion-adapter": (motion_config, "motion_adapter.train_motion_adapter", "frames_per_sequence"),
+            "svdiff-memory": (memory_config, "svdiff_memory.train_svdiff_memory", "memory_segment")}
+
+
+def sequence_length(size: SdSideSize, data: str) -> int | None:
+    """Frames per training sequence of a component's data (None: single frames)."""
+    return {"frames": None, "frames_per_sequence": size.frames, "memory_segment": size.memory_segment}[data]
 
 
 def run_trainer(component: str, config, progress=None) -> Path:
     import importlib
 
-    module, function = trainers()[component][1].rsplit(".", 1)
+    module, function = TRAINERS[component][1].rsplit(".", 1)
     return getattr(importlib.import_module(f"vedit_cli.train.recipes.{module}"), function)(config, progress)

@@ -428,6 +428,36 @@ def guidance_grid_command(root: Path, clips: Path, frames: int, json_output: boo
     return 0
 
 
+def memory_loss_command(root: Path, clips: Path, frames: int, seeds: int, json_output: bool) -> int:
+    """Per-frame noise-prediction loss of held-out streams with the trained SVDiff memory carried vs bypassed."""
+    from vedit_cli.tinyworld import memory_loss
+    from vedit_cli.tinyworld.clips import clip_frames
+
+    torch.set_num_threads(threads_for_this_machine())
+    quiet_libraries()
+    spec = json.loads((root / "tinyworld.json").read_text())
+    streams = {path.stem: clip_frames(path, spec["size"], frames) for path in held_out_clips(root, clips)}
+    frames = min(len(s) for s in streams.values())  # every stream as long as the shortest held-out clip
+    clip = sd_side.SdSideSize().memory_clip
+    frames -= frames % clip
+    streams = {name: s[:frames] for name, s in streams.items()}
+    say(f"memory loss on {', '.join(streams)}: {frames} frames each, clips of {clip}, {seeds} seeds x "
+        f"{1 + len(sd_side.EDITS)} captions")
+    with tempfile.TemporaryDirectory(prefix="tinyworld-memory-") as work:
+        recipe = memory_loss.trained_recipe(root, frames, clip, spec["size"], Path(work))
+        result = {"frames": frames, "clip_frames": clip, **memory_loss.report(recipe, streams, seeds)}
+    if json_output:
+        print(json.dumps(result, indent=1))
+        return 0
+    print("| clip | loss, memory bypassed | loss, trained memory carried | change |\n|---|---:|---:|---:|")
+    for name, row in result["clips"].items():
+        print(f"| {name} | {row['without_memory']:.4f} | {row['with_memory']:.4f} | {row['relative_change']:+.1%} |")
+    low, high = result["spread_relative_change"]
+    print(f"mean change {result['mean_relative_change']:+.1%} (clips {low:+.1%} .. {high:+.1%}); lower with the "
+          f"memory in {result['lower_with_memory']} of {result['streams']} streams (clip x caption x seed)")
+    return 0
+
+
 def score_table(report: dict) -> str:
     lines = ["| backend / mode | PSNR to truth (dB) | edit accuracy | PSNR to teacher (dB) | warp error | flicker | "
              "UNet passes/frame | s/frame |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -476,10 +506,18 @@ def main(argv: list[str] | None = None) -> int:
     grid_parser.add_argument("--clips", type=Path, required=True)
     grid_parser.add_argument("--frames", type=int, default=4)
     grid_parser.add_argument("--json", action="store_true")
+    memory_parser = commands.add_parser("memory-loss", help="noise-prediction loss with vs without the memory")
+    memory_parser.add_argument("dir", type=Path)
+    memory_parser.add_argument("--clips", type=Path, required=True)
+    memory_parser.add_argument("--frames", type=int, default=64, help="at most N frames of each held-out clip")
+    memory_parser.add_argument("--seeds", type=int, default=4)
+    memory_parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "build":
         return build(args.dir, chosen_sizes(args), args.quick, args.videos, args.budget_minutes, args.threads,
                      args.students, not args.no_sd)
+    if args.command == "memory-loss":
+        return memory_loss_command(args.dir, args.clips, args.frames, args.seeds, args.json)
     if args.command == "guidance-grid":
         return guidance_grid_command(args.dir, args.clips, args.frames, args.json)
     return score_command(args.dir, args.clips, args.json, args.frames, args.work, args)

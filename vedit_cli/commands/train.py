@@ -1,4 +1,4 @@
-"""`vedit train pix2pix | movie-student | svdiff-memory`: training on the accelerate trainer (one CPU/GPU, or
+"""`vedit train pix2pix | movie-student | svdiff-memory | eve-lora`: training on the accelerate trainer (one CPU/GPU, or
 `accelerate launch`)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import typer
 
 from vedit_cli.commands.common import JsonOutput, Quiet, print_json, quiet_libraries, stderr_console
 from vedit_cli.models.student_architecture import ARCHITECTURES
-from vedit_cli.train.config import MIXED_PRECISION
+from vedit_cli.train.config import MIXED_PRECISION, SDS_WEIGHTINGS
 
 
 def _defaults(cls) -> dict:
@@ -92,6 +92,7 @@ def register(app: typer.Typer) -> None:
 
     register_movie_student(train_app)
     register_svdiff_memory(train_app)
+    register_eve_lora(train_app)
 
 
 def register_movie_student(train_app: typer.Typer) -> None:
@@ -223,6 +224,72 @@ def register_svdiff_memory(train_app: typer.Typer) -> None:
             caption_dropout=caption_dropout, overwrite=overwrite,
         )
         _run_training(train_svdiff_memory, config, "svdiff-memory", as_json, quiet)
+
+
+def register_eve_lora(train_app: typer.Typer) -> None:
+    from vedit_cli.train.config import EVE_LORA_TRAINER_DEFAULTS, EveLoraConfig, TrainerConfig
+
+    T, E = {**_defaults(TrainerConfig), **EVE_LORA_TRAINER_DEFAULTS}, _defaults(EveLoraConfig)
+
+    @train_app.command("eve-lora")
+    def eve_lora(
+        base_dir: Annotated[Path, typer.Option(help="The SD1.5 backbone (diffusers layout), frozen: WEIGHTS/sd15.", show_default=False)],
+        controlnet_dir: Annotated[Path, typer.Option(help="The edit adapter, frozen: WEIGHTS/controlnet-ip2p.", show_default=False)],
+        motion_adapter_dir: Annotated[Path, typer.Option(help="The video adapter, frozen: WEIGHTS/animatediff-motion-adapter.", show_default=False)],
+        videos: Annotated[Path, typer.Option(help="Input clips: a clip, a folder, or a CSV/JSONL manifest input[,instruction,caption] (paths relative to it). Never edited outputs.", show_default=False)],
+        out: Annotated[Path, typer.Option("--out", "-o", help="LoRA folder to write: WEIGHTS/eve-lora (`vedit edit --backend eve` applies it).", show_default=False)],
+        instructions: Annotated[Path | None, typer.Option(help="CSV/JSONL table instruction,caption applied to EVERY clip of --videos (no language model needed); an empty caption becomes the instruction.", show_default=False)] = None,
+        work_dir: Annotated[Path | None, typer.Option(help="Checkpoints, log.jsonl and validation (default: OUT.training).", show_default=False)] = None,
+        window_frames: Annotated[int, typer.Option(help="Consecutive frames per training window (the paper: 8).")] = E["window_frames"],
+        k_steps: Annotated[int, typer.Option(help="Student DDIM steps, backpropagated through, one timestep per bin (the paper: 3).")] = E["k_steps"],
+        resolution: Annotated[int, typer.Option(help="Training crop size in pixels (the paper: 512).")] = E["resolution"],
+        lora_rank: Annotated[int, typer.Option(help="LoRA rank (not in the paper).")] = E["lora_rank"],
+        lora_alpha: Annotated[int, typer.Option(help="LoRA alpha (scale alpha/rank).")] = E["lora_alpha"],
+        lora_target_modules: Annotated[str, typer.Option(help="Comma-separated layer names of the backbone (never its temporal layers).")] = ",".join(E["lora_target_modules"]),
+        sds_weighting: Annotated[Literal[SDS_WEIGHTINGS], typer.Option(help="SDS c(t): sds = 1 - alpha_bar_t (DreamFusion), dmd = DMD's normalisation, uniform = 1.")] = E["sds_weighting"],
+        edit_text_scale: Annotated[float, typer.Option(help="Text guidance of the edit teacher (backbone + ControlNet).")] = E["edit_text_scale"],
+        video_text_scale: Annotated[float, typer.Option(help="Text guidance of the video teacher (backbone + AnimateDiff).")] = E["video_text_scale"],
+        alpha: Annotated[float, typer.Option(help="Weight of the edit teacher's terms (the paper: 0.5).")] = E["alpha"],
+        beta: Annotated[float, typer.Option(help="Weight of the video teacher's terms (the paper: 0.5).")] = E["beta"],
+        sds_weight: Annotated[float, typer.Option(help="lambda, the SDS terms' weight beside the adversarial ones (the paper: 2.5).")] = E["sds_weight"],
+        sds_only_steps: Annotated[int, typer.Option(help="Steps with SDS alone before the discriminators join (the paper: 1000 of 1500).")] = E["sds_only_steps"],
+        teacher_steps: Annotated[int, typer.Option(help="DDIM steps of the teachers' samples the discriminators see as real.")] = E["teacher_steps"],
+        discriminator_max_timestep: Annotated[int, typer.Option(help="The discriminators read real and fake latents noised at t ~ U[0, this).")] = E["discriminator_max_timestep"],
+        max_steps: MaxSteps = T["max_steps"],
+        batch_size: BatchSize = T["batch_size"],
+        learning_rate: LearningRate = T["learning_rate"],
+        gradient_accumulation_steps: AccumulationSteps = T["gradient_accumulation_steps"],
+        mixed_precision: MixedPrecision = T["mixed_precision"],
+        gradient_checkpointing: GradientCheckpointing = T["gradient_checkpointing"],
+        checkpoint_every: CheckpointEvery = T["checkpoint_every"],
+        resume: Resume = T["resume"],
+        overwrite: Overwrite = E["overwrite"],
+        seed: Seed = T["seed"],
+        cpu: Cpu = T["cpu"],
+        as_json: JsonOutput = False,
+        quiet: Quiet = False,
+    ) -> None:
+        """Align EVE's adapters with a LoRA by Factorized Diffusion Distillation (arXiv 2403.09334), no edited data."""
+        quiet_libraries()
+        from vedit_cli.train.recipes.eve_lora import train_eve_lora
+
+        trainer = TrainerConfig(
+            work_dir=work_dir, max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
+            lr_scheduler=T["lr_scheduler"], lr_warmup_steps=T["lr_warmup_steps"],
+            gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision,
+            gradient_checkpointing=gradient_checkpointing, checkpoint_every=checkpoint_every, resume=resume,
+            seed=seed, cpu=cpu,
+        )
+        targets = tuple(name.strip() for name in lora_target_modules.split(",") if name.strip())
+        config = EveLoraConfig(
+            base=base_dir, controlnet=controlnet_dir, motion_adapter=motion_adapter_dir, data=videos,
+            instructions=instructions, output_dir=out, trainer=trainer, window_frames=window_frames, k_steps=k_steps,
+            resolution=resolution, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_target_modules=targets,
+            sds_weighting=sds_weighting, edit_text_scale=edit_text_scale, video_text_scale=video_text_scale,
+            alpha=alpha, beta=beta, sds_weight=sds_weight, sds_only_steps=sds_only_steps, teacher_steps=teacher_steps,
+            discriminator_max_timestep=discriminator_max_timestep, overwrite=overwrite,
+        )
+        _run_training(train_eve_lora, config, "eve-lora", as_json, quiet)
 
 
 def _run_training(train, config, name: str, as_json: bool, quiet: bool) -> None:

@@ -40,10 +40,10 @@ class SdSideSize:
     motion_batch: int = 4  # sequences of `frames`
     motion_lr: float = 1e-3
     frames: int = 8
-    memory_steps: int = 200
-    memory_batch: int = 2  # segments of memory_segment frames
+    memory_steps: int = 150
+    memory_batch: int = 4  # segments of memory_segment frames (each frame is its own UNet call: keep segments short)
     memory_lr: float = 1e-3
-    memory_segment: int = 16
+    memory_segment: int = 8  # two clips of memory_clip: the memory is carried across a clip boundary
     memory_clip: int = 4
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from vedit_cli.errors import ConfigError
 
@@ -252,3 +252,76 @@ class SvdiffMemoryConfig(SdRecipeConfig):
     memory_height: int = 8
     memory_width: int = 8
     caption_dropout: float = 0.1
+
+
+# EVE's alignment LoRA (vedit_cli.train.recipes.eve_lora): the paper's schedule (arXiv 2403.09334, sec. 4.0.4), used
+# as the CLI's defaults for these trainer options: 1,500 iterations at a fixed 1e-5 without warm-up, batch 64 (global;
+# here 1 per process: reach 64 with processes x --gradient-accumulation-steps).
+EVE_LORA_TRAINER_DEFAULTS = dict(max_steps=1500, learning_rate=1e-5, batch_size=1, lr_scheduler="constant",
+                                 lr_warmup_steps=0)
+EVE_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the backbone's attention projections, never temporal ones
+SDS_WEIGHTINGS = ("sds", "dmd", "uniform")
+
+
+@dataclass(frozen=True)
+class EveLoraConfig(SdRecipeConfig):
+    """Factorized Diffusion Distillation of EVE's alignment LoRA (vedit_cli.train.recipes.eve_lora; Singer et al.,
+    arXiv 2403.09334, sec. 3.2-3.3). `base` the SD1.5 backbone, `controlnet` the edit adapter (ip2p ControlNet),
+    `motion_adapter` the video adapter (AnimateDiff), all frozen; `data` clips (a clip, a folder, a CSV/JSONL manifest
+    input[,instruction,caption]) or a sample source; `instructions` a CSV/JSONL table instruction,caption crossed
+    with every clip of `data`.
+
+    Paper values: k = 3 student steps (K-bin sampling), 8-frame windows at 512x512, alpha = beta = 0.5, lambda = 2.5
+    (from ADD), the first 1,000 of 1,500 iterations SDS only. Not in the paper, our choices: LoRA rank/alpha/targets,
+    the SDS weighting c(t) ("sds": w(t) = 1 - alpha_bar_t, DreamFusion's; "dmd": DMD's per-sample normalisation of
+    x0 - x0_teacher; "uniform": 1), the SDS timestep range (DreamFusion's 0.02T..0.98T), the teachers' text guidance
+    scales (7.5, eve's inference default), the teachers' DDIM steps for the discriminators' real samples, the
+    discriminators' noise range (as movie-student's). The frame-0 anchor eve uses at inference is NOT used in training
+    (`anchor_first_frame`): every window frame is the student's own."""
+
+    controlnet: Path | None = None
+    motion_adapter: Path | None = None
+    instructions: Path | None = None
+    window_frames: int = 8
+    k_steps: int = 3
+    lora_rank: int = 16
+    lora_alpha: int = 16
+    lora_target_modules: tuple[str, ...] = EVE_LORA_TARGETS
+    sds_weighting: str = "sds"
+    sds_timestep_range: tuple[int, int] = (20, 980)
+    edit_text_scale: float = 7.5
+    video_text_scale: float = 7.5
+    student_text_scale: float = 1.0  # 1: the student generates with one conditional pass (no CFG in training)
+    controlnet_scale: float = 1.0
+    alpha: float = 0.5
+    beta: float = 0.5
+    sds_weight: float = 2.5  # lambda
+    sds_only_steps: int = 1000
+    teacher_steps: int = 10
+    discriminator_max_timestep: int = 750
+    caption_dropout: float = 0.0
+    anchor_first_frame: ClassVar[bool] = False
+
+    def check(self) -> None:
+        super().check()
+        if self.controlnet is None or self.motion_adapter is None:
+            raise ConfigError("eve-lora needs --controlnet-dir (the edit adapter) and --motion-adapter-dir (the video "
+                              "adapter)")
+        counts = {"window_frames": self.window_frames, "k_steps": self.k_steps, "lora_rank": self.lora_rank,
+                  "teacher_steps": self.teacher_steps, "discriminator_max_timestep": self.discriminator_max_timestep}
+        for name, value in counts.items():
+            if value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.sds_weighting not in SDS_WEIGHTINGS:
+            raise ConfigError(f"--sds-weighting must be one of {', '.join(SDS_WEIGHTINGS)}, got {self.sds_weighting!r}")
+        low, high = self.sds_timestep_range
+        if not 0 <= low <= high:
+            raise ConfigError(f"--sds-timestep-range must be LOW HIGH with 0 <= LOW <= HIGH, got {low} {high}")
+        weights = {"alpha": self.alpha, "beta": self.beta, "sds_weight": self.sds_weight,
+                   "edit_text_scale": self.edit_text_scale, "video_text_scale": self.video_text_scale,
+                   "student_text_scale": self.student_text_scale, "sds_only_steps": self.sds_only_steps}
+        for name, value in weights.items():
+            if value < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must not be negative, got {value}")
+        if not self.lora_target_modules:
+            raise ConfigError("--lora-target-modules names no layer")

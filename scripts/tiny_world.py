@@ -458,6 +458,43 @@ def memory_loss_command(root: Path, clips: Path, frames: int, seeds: int, json_o
     return 0
 
 
+def stream_command(root: Path, clip: Path, frames: int, caption: str) -> int:
+    """svdiff with the world's trained memory over a long stream, frame by frame as the runner feeds it: the cost
+    of each frame and the process's RSS, printed at checkpoints (they must stay flat: the memory is fixed-size)."""
+    import resource
+
+    import psutil
+
+    from vedit_cli.config import ModelConfig
+    from vedit_cli.editor import create_editor
+    from vedit_cli.io.decode import read_frames
+    from vedit_cli.io.probe import probe
+    from vedit_cli.settings import resolve_run
+    from vedit_cli.tinyworld.clips import square_crops
+
+    torch.set_num_threads(threads_for_this_machine())
+    quiet_libraries()
+    size = json.loads((root / "tinyworld.json").read_text())["size"]
+    editor = create_editor(resolve_run(ModelConfig(backend="svdiff", weights_dir=root, device="cpu", dtype="float32",
+                                                   size=size).validate()))
+    editor.prepare(caption)
+    say(editor.description)
+    process, times, marks = psutil.Process(), [], {10, 50, 100, 150, 200, 250, 300, frames}
+    print("| frame | ms/frame (mean of the last 10) | RSS (MiB) |\n|---:|---:|---:|")
+    for index, frame in enumerate(read_frames(probe(clip)), start=1):
+        tensor = torch.from_numpy(square_crops(frame, size, 1)[0]).permute(2, 0, 1)[None].float() / 127.5 - 1
+        started = time.perf_counter()
+        editor.edit(tensor)
+        times.append(time.perf_counter() - started)
+        if index in marks:
+            print(f"| {index} | {1000 * sum(times[-10:]) / len(times[-10:]):.1f} | "
+                  f"{process.memory_info().rss / 2**20:.0f} |")
+        if index >= frames:
+            break
+    say(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    return 0
+
+
 def score_table(report: dict) -> str:
     lines = ["| backend / mode | PSNR to truth (dB) | edit accuracy | PSNR to teacher (dB) | warp error | flicker | "
              "UNet passes/frame | s/frame |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -512,10 +549,17 @@ def main(argv: list[str] | None = None) -> int:
     memory_parser.add_argument("--frames", type=int, default=64, help="at most N frames of each held-out clip")
     memory_parser.add_argument("--seeds", type=int, default=4)
     memory_parser.add_argument("--json", action="store_true")
+    stream_parser = commands.add_parser("stream", help="svdiff + memory over a long stream: cost and RSS per frame")
+    stream_parser.add_argument("dir", type=Path)
+    stream_parser.add_argument("--clip", type=Path, required=True)
+    stream_parser.add_argument("--frames", type=int, default=300)
+    stream_parser.add_argument("--caption", default="a sepia photo")
     args = parser.parse_args(argv)
     if args.command == "build":
         return build(args.dir, chosen_sizes(args), args.quick, args.videos, args.budget_minutes, args.threads,
                      args.students, not args.no_sd)
+    if args.command == "stream":
+        return stream_command(args.dir, args.clip, args.frames, args.caption)
     if args.command == "memory-loss":
         return memory_loss_command(args.dir, args.clips, args.frames, args.seeds, args.json)
     if args.command == "guidance-grid":

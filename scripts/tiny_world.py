@@ -1,11 +1,14 @@
-"""Build and score the tiny world: every component the movie backend loads, trained small here, on real clips.
+"""Build and score the tiny world: every component the backends load, trained small here, on real clips.
 
-    python scripts/tiny_world.py build DIR [--quick] [--videos ../shared/videos]
-    python scripts/tiny_world.py score DIR --clips FOLDER [--json] [--frames 16]
+    python scripts/tiny_world.py build DIR [--quick] [--videos ../shared/videos] [--no-sd] [--students none]
+    python scripts/tiny_world.py score DIR --clips FOLDER [--json] [--frames 16] [--rows svdiff eve]
+    python scripts/tiny_world.py memory-loss DIR --clips FOLDER     # SVDiff memory: loss carried vs bypassed
+    python scripts/tiny_world.py stream DIR --clip CLIP --frames 300  # svdiff + memory: cost and RSS per frame
 
 build: clip cache -> text encoder + tokenizer -> AutoencoderKL -> TAESD -> random-weights pipeline -> teacher
-(`vedit train pix2pix`'s recipe). A short probe of every trained component prints a budget table first; a
-component already built is skipped, and the teacher resumes from its last checkpoint. Nothing is downloaded.
+(`vedit train pix2pix`'s recipe) -> the Stable Diffusion side (sd15, LCM-LoRA, ControlNet, motion adapter, SVDiff
+memory) -> the MoViE students. Short probes print budget tables first; a component already built is skipped, and a
+training run resumes from its last checkpoint. Nothing is downloaded.
 """
 
 from __future__ import annotations

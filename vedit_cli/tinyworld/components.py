@@ -172,18 +172,26 @@ def taesd_psnr(taesd, frames: torch.Tensor) -> float:
 
 def save_pipeline(folder: Path, unet, parts: Path) -> Path:
     """A diffusers InstructPix2Pix folder: `unet` + the world's shared vae, text encoder, tokenizer, scheduler."""
-    from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
 
     from vedit_cli.backends.movie.loading import IP2P_SCHEDULER
 
+    # the scheduler timbrooks/instruct-pix2pix ships
+    return save_world_pipeline(folder, StableDiffusionInstructPix2PixPipeline, unet,
+                               EulerAncestralDiscreteScheduler(**IP2P_SCHEDULER), parts)
+
+
+def save_world_pipeline(folder: Path, pipeline_class, unet, scheduler, parts: Path) -> Path:
+    """`pipeline_class` saved whole at `folder`: `unet` and `scheduler` + the world's shared vae, text encoder and
+    tokenizer (with vocab.json + merges.txt beside tokenizer.json: the loaders check them)."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel, CLIPTokenizer
+
     folder, parts = Path(folder), Path(parts)
-    scheduler_config = {k: v for k, v in IP2P_SCHEDULER.items()}
-    pipe = StableDiffusionInstructPix2PixPipeline(
+    pipe = pipeline_class(
         unet=unet, vae=AutoencoderKL.from_pretrained(str(parts / "vae")),
         text_encoder=CLIPTextModel.from_pretrained(str(parts / "text_encoder")),
-        tokenizer=CLIPTokenizer.from_pretrained(str(parts / "tokenizer")),
-        scheduler=EulerAncestralDiscreteScheduler(**scheduler_config),  # what timbrooks/instruct-pix2pix ships
+        tokenizer=CLIPTokenizer.from_pretrained(str(parts / "tokenizer")), scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     partial = folder.with_name(folder.name + ".partial")

@@ -88,28 +88,13 @@ class SequenceCaptions:
 
 
 def save_sd_pipeline(folder: Path, unet, parts: Path) -> Path:
-    """A diffusers Stable Diffusion folder: `unet` + the world's shared vae, text encoder, tokenizer; SD1.5's
-    scheduler config (PNDM, as the hub's folder)."""
-    import shutil
+    """A diffusers Stable Diffusion folder: `unet` + the world's shared parts; SD1.5's scheduler config (PNDM, as the
+    hub's folder)."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
 
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from vedit_cli.tinyworld.components import save_world_pipeline
 
-    folder, parts = Path(folder), Path(parts)
-    pipe = StableDiffusionPipeline(
-        unet=unet, vae=AutoencoderKL.from_pretrained(str(parts / "vae")),
-        text_encoder=CLIPTextModel.from_pretrained(str(parts / "text_encoder")),
-        tokenizer=CLIPTokenizer.from_pretrained(str(parts / "tokenizer")), scheduler=PNDMScheduler(**SD15_SCHEDULER),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    pipe.save_pretrained(str(partial), safe_serialization=True)
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copyfile(parts / "tokenizer" / name, partial / "tokenizer" / name)
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)
-    return folder
+    return save_world_pipeline(folder, StableDiffusionPipeline, unet, PNDMScheduler(**SD15_SCHEDULER), parts)
 
 
 def text_to_image_unet(teacher: Path):

@@ -20,7 +20,6 @@ measured run.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +29,15 @@ from vedit_cli.errors import ConfigError
 from vedit_cli.train.config import ControlNetConfig, TrainerConfig  # noqa: F401 (the API)
 from vedit_cli.train.data.triplets import open_triplets
 from vedit_cli.train.randomness import SampleRandom
-from vedit_cli.train.recipes.sd_parts import (FrozenSD, image_tensor, load_sd_unet, per_sample_mse, placed,
-                                              publish, run_recipe)
+from vedit_cli.train.recipes.sd_parts import (
+    FrozenSD,
+    image_tensor,
+    load_sd_unet,
+    per_sample_mse,
+    placed,
+    run_recipe,
+    write_folder,
+)
 from vedit_cli.train.trainer import Progress
 
 HINT_CHANNELS = (16, 32, 96, 256)
@@ -116,11 +122,9 @@ class ControlNetRecipe:
             Image.fromarray(row).save(folder / f"{index:03d}.png")
 
     def save(self, model) -> Path:
-        output = Path(self.config.output_dir)
-        partial = output.with_name(output.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        placed(model, torch.device("cpu"), torch.float32).save_pretrained(str(partial), safe_serialization=True)
-        return publish(partial, output)
+        model = placed(model, torch.device("cpu"), torch.float32)
+        return write_folder(Path(self.config.output_dir),
+                            lambda partial: model.save_pretrained(str(partial), safe_serialization=True))
 
 
 def _image(tensor_chw: torch.Tensor):

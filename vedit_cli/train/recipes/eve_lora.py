@@ -97,7 +97,6 @@ TFLOP/s (--teacher-steps is the adversarial phase's main cost).
 from __future__ import annotations
 
 import bisect
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -122,9 +121,9 @@ from vedit_cli.train.recipes.discriminator import TeacherFeatureDiscriminator, h
 from vedit_cli.train.recipes.lcm_lora import (
     _drop_frozen_keys,
     _frozen_keys_are_not_missing,
-    diffusers_lora_layers,
     predicted_noise,
     predicted_original,
+    save_unet_lora,
 )
 from vedit_cli.train.recipes.motion_adapter import clip_frames, contiguous_temporal_norms, save_png
 from vedit_cli.train.recipes.sd_parts import (
@@ -133,7 +132,6 @@ from vedit_cli.train.recipes.sd_parts import (
     check_sd_folder,
     image_tensor,
     load_sd_unet,
-    publish,
     run_recipe,
 )
 from vedit_cli.train.trainer import Progress
@@ -830,12 +828,4 @@ class EveLoraRecipe:
 
     def save(self, model) -> Path:
         """pytorch_lora_weights.safetensors (diffusers' LoRA format) under `<output>.partial`, then moved."""
-        from diffusers import StableDiffusionPipeline
-
-        output = Path(self.config.output_dir)
-        partial = output.with_name(output.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        layers = diffusers_lora_layers(model.unet, self.config.lora_alpha / self.config.lora_rank)
-        StableDiffusionPipeline.save_lora_weights(str(partial), unet_lora_layers=layers, weight_name=LORA_FILE,
-                                                  safe_serialization=True)
-        return publish(partial, output)
+        return save_unet_lora(model.unet, Path(self.config.output_dir), self.config.lora_alpha / self.config.lora_rank)

@@ -58,7 +58,6 @@ paper's full distillation of SD (~32 A100-hours, its abstract), e.g. 8 A100s for
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -69,10 +68,11 @@ from vedit_cli.train.config import LcmLoraConfig, TrainerConfig  # noqa: F401 (t
 from vedit_cli.train.randomness import SampleRandom
 from vedit_cli.train.recipes.sd_parts import (
     FrozenSD,
-    image_tensor,
+    captioned_image,
     load_sd_unet,
-    publish,
     run_recipe,
+    stacked,
+    write_folder,
 )
 from vedit_cli.train.trainer import Progress
 
@@ -278,12 +278,10 @@ class LcmLoraRecipe:
         self.ema_step: int | None = None
 
     def prepare_sample(self, raw: dict, seed: int) -> dict:
-        flip = self.config.random_flip and np.random.default_rng(seed).random() < 0.5
-        return {"image": image_tensor(raw.get("image"), self.config.resolution, flip),
-                "input_ids": self.sd.token_ids(raw.get("caption", ""))}
+        return captioned_image(raw, seed, self.sd, self.config.resolution, self.config.random_flip)
 
     def collate(self, samples: list[dict]) -> dict:
-        return {key: torch.stack([sample[key] for sample in samples]) for key in ("image", "input_ids")}
+        return stacked(samples, ("image", "input_ids"))
 
     def setup(self, accelerator) -> None:
         self.sd.setup(accelerator)
@@ -356,15 +354,16 @@ class LcmLoraRecipe:
             (folder / f"{index:03d}.txt").write_text(caption + "\n")
 
     def save(self, model) -> Path:
-        from diffusers import StableDiffusionPipeline
+        return save_unet_lora(model.unet, Path(self.config.output_dir), self.config.lora_alpha / self.config.lora_rank)
 
-        output = Path(self.config.output_dir)
-        partial = output.with_name(output.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        layers = diffusers_lora_layers(model.unet, self.config.lora_alpha / self.config.lora_rank)
-        StableDiffusionPipeline.save_lora_weights(str(partial), unet_lora_layers=layers, weight_name=LORA_FILE,
-                                                  safe_serialization=True)
-        return publish(partial, output)
+
+def save_unet_lora(unet, output: Path, scale: float) -> Path:
+    """<output>/pytorch_lora_weights.safetensors (diffusers' LoRA format, lora_B x `scale`), written whole."""
+    from diffusers import StableDiffusionPipeline
+
+    layers = diffusers_lora_layers(unet, scale)
+    return write_folder(output, lambda partial: StableDiffusionPipeline.save_lora_weights(
+        str(partial), unet_lora_layers=layers, weight_name=LORA_FILE, safe_serialization=True))
 
 
 def diffusers_lora_layers(unet, scale: float) -> dict[str, torch.Tensor]:

@@ -38,7 +38,6 @@ WebVid-10M's ~10.7 M clips is ~330 A100-hours (~1 A100-hour per 10k clips), a th
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +52,8 @@ from vedit_cli.train.recipes.sd_parts import (
     image_tensor,
     load_sd_unet,
     per_sample_mse,
-    publish,
     run_recipe,
+    write_folder,
 )
 from vedit_cli.train.trainer import Progress
 
@@ -224,11 +223,9 @@ class MotionAdapterRecipe:
 
     def save(self, model) -> Path:
         """The trained MotionAdapter, written under `<output>.partial` and then moved to config.output_dir."""
-        output = Path(self.config.output_dir)
-        partial = output.with_name(output.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        trained_adapter(model, self.adapter_config).save_pretrained(str(partial), safe_serialization=True)
-        return publish(partial, output)
+        adapter = trained_adapter(model, self.adapter_config)
+        return write_folder(Path(self.config.output_dir),
+                            lambda partial: adapter.save_pretrained(str(partial), safe_serialization=True))
 
 
 def save_png(frames: np.ndarray, path: Path) -> None:

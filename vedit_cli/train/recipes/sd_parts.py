@@ -182,26 +182,52 @@ def publish(partial: Path, output: Path) -> Path:
     return output
 
 
+def write_folder(output: Path, write) -> Path:
+    """`write(partial)` fills `<output>.partial` (emptied first), which then replaces `output`: no half-written
+    output, whatever `write` does."""
+    import shutil
+
+    output = Path(output)
+    partial = output.with_name(output.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    write(partial)
+    return publish(partial, output)
+
+
+def captioned_image(raw: dict, seed: int, sd: "FrozenSD", resolution: int, random_flip: bool) -> dict:
+    """{"image": [3, R, R] in [-1, 1], "input_ids"} of a {"image", "caption"} sample (flip drawn from `seed`)."""
+    flip = random_flip and np.random.default_rng(seed).random() < 0.5
+    return {"image": image_tensor(raw.get("image"), resolution, flip), "input_ids": sd.token_ids(raw.get("caption", ""))}
+
+
+def stacked(samples: list[dict], keys: tuple[str, ...]) -> dict:
+    """The trainer's collate: each key's tensors stacked over the samples."""
+    return {key: torch.stack([sample[key] for sample in samples]) for key in keys}
+
+
 def save_sd_folder(base: Path, unet, output: Path) -> Path:
     """A Stable Diffusion folder: the base's vae, text encoder, tokenizer and scheduler (no pickles) + `unet`."""
     import shutil
 
     from vedit_cli.train.recipes.pix2pix_output import PICKLE_SUFFIXES
 
-    output = Path(output)
-    partial = output.with_name(output.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    for component in ("vae", "text_encoder", "tokenizer", "scheduler"):
-        shutil.copytree(Path(base) / component, partial / component,
-                        ignore=lambda _, names: [n for n in names if n.endswith(PICKLE_SUFFIXES)])
-    placed(unet, torch.device("cpu"), torch.float32).save_pretrained(str(partial / "unet"), safe_serialization=True)
-    index = json.loads((Path(base) / "model_index.json").read_text()) if (Path(base) / "model_index.json").is_file() \
-        else {}
-    if index.get("_class_name") != "StableDiffusionPipeline":
-        index = sd_model_index(json.loads((Path(base) / "scheduler" / "scheduler_config.json").read_text()))
-    (partial / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-    return publish(partial, output)
+    def write(partial: Path) -> None:
+        partial.mkdir(parents=True)
+        for component in ("vae", "text_encoder", "tokenizer", "scheduler"):
+            shutil.copytree(Path(base) / component, partial / component,
+                            ignore=lambda _, names: [n for n in names if n.endswith(PICKLE_SUFFIXES)])
+        placed(unet, torch.device("cpu"), torch.float32).save_pretrained(str(partial / "unet"), safe_serialization=True)
+        (partial / "model_index.json").write_text(json.dumps(_model_index(Path(base)), indent=2) + "\n")
+
+    return write_folder(output, write)
+
+
+def _model_index(base: Path) -> dict:
+    """The base's model_index.json when it is a text-to-image one, else SD1.5's with the base's scheduler."""
+    index = json.loads((base / "model_index.json").read_text()) if (base / "model_index.json").is_file() else {}
+    if index.get("_class_name") == "StableDiffusionPipeline":
+        return index
+    return sd_model_index(json.loads((base / "scheduler" / "scheduler_config.json").read_text()))
 
 
 def sd_model_index(scheduler_config: dict) -> dict:

@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +93,8 @@ from vedit_cli.train.recipes.sd_parts import (
     load_sd_unet,
     per_sample_mse,
     placed,
-    publish,
     run_recipe,
+    write_folder,
 )
 from vedit_cli.train.trainer import Progress
 
@@ -380,9 +379,8 @@ class SvdiffMemoryRecipe:
 
     def save(self, model) -> Path:
         """memory_attention.safetensors under `<output>.partial`, then moved to config.output_dir."""
-        output = Path(self.config.output_dir)
-        partial = output.with_name(output.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        save_memory_weights(self.memory, partial / WEIGHTS_FILE)
-        return publish(partial, output)
+        def write(partial: Path) -> None:
+            partial.mkdir(parents=True)
+            save_memory_weights(self.memory, partial / WEIGHTS_FILE)
+
+        return write_folder(Path(self.config.output_dir), write)

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vedit_cli.train.config import TextToImageConfig, TrainerConfig  # noqa: F401 (the API)
 from vedit_cli.train.randomness import SampleRandom
-from vedit_cli.train.recipes.sd_parts import (FrozenSD, image_tensor, load_sd_unet, per_sample_mse, run_recipe,
-                                              save_sd_folder)
+from vedit_cli.train.recipes.sd_parts import (
+    FrozenSD,
+    captioned_image,
+    load_sd_unet,
+    per_sample_mse,
+    run_recipe,
+    save_sd_folder,
+    stacked,
+)
 from vedit_cli.train.trainer import Progress
 
 
@@ -39,12 +45,10 @@ class TextToImageRecipe:
                       else load_sd_unet(self.sd.base))
 
     def prepare_sample(self, raw: dict, seed: int) -> dict:
-        flip = self.config.random_flip and np.random.default_rng(seed).random() < 0.5
-        return {"image": image_tensor(raw.get("image"), self.config.resolution, flip),
-                "input_ids": self.sd.token_ids(raw.get("caption", ""))}
+        return captioned_image(raw, seed, self.sd, self.config.resolution, self.config.random_flip)
 
     def collate(self, samples: list[dict]) -> dict:
-        return {key: torch.stack([sample[key] for sample in samples]) for key in ("image", "input_ids")}
+        return stacked(samples, ("image", "input_ids"))
 
     def setup(self, accelerator) -> None:
         self.sd.setup(accelerator)

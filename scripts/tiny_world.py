@@ -4,6 +4,7 @@
     python scripts/tiny_world.py score DIR --clips FOLDER [--json] [--frames 16] [--rows svdiff eve]
     python scripts/tiny_world.py memory-loss DIR --clips FOLDER     # SVDiff memory: loss carried vs bypassed
     python scripts/tiny_world.py stream DIR --clip CLIP --frames 300  # svdiff + memory: cost and RSS per frame
+    python scripts/tiny_world.py fdd DIR [--quick]                   # EVE's LoRA by FDD + its two ablations
 
 build: clip cache -> text encoder + tokenizer -> AutoencoderKL -> TAESD -> random-weights pipeline -> teacher
 (`vedit train pix2pix`'s recipe) -> the Stable Diffusion side (sd15, LCM-LoRA, ControlNet, motion adapter, SVDiff
@@ -498,6 +499,56 @@ def stream_command(root: Path, clip: Path, frames: int, caption: str) -> int:
     return 0
 
 
+FDD_QUICK = dict(steps=2, sds_only_steps=1, batch=1, lora_rank=4, window=4, k_steps=2, teacher_steps=2)
+
+
+def fdd_command(root: Path, variants: list[str], quick: bool, held_out_windows: int, json_output: bool) -> int:
+    """EVE's alignment LoRA by FDD and its ablations (vedit_cli.tinyworld.fdd), each skipped once built, then each
+    teacher's loss on the student's held-out samples before training and after each variant."""
+    from vedit_cli.tinyworld import fdd
+    from vedit_cli.train.recipes.eve_lora import train_eve_lora
+
+    torch.set_num_threads(threads_for_this_machine())
+    quiet_libraries()
+    spec = json.loads((root / "tinyworld.json").read_text())
+    size = fdd.FddSize(**FDD_QUICK) if quick else fdd.FddSize()
+    train = build_sequences(root / "cache", spec["size"], size.window, SEQUENCES_PER_CLIP)
+    held = build_sequences(root / "cache", spec["size"], size.window, 1, split="held_out")
+    windows = fdd.InstructedWindows(held[:held_out_windows] if held_out_windows else held)
+    facts = {}
+    for variant in variants:
+        component = f"eve-lora-{variant}"
+        config = fdd.fdd_config(root, train, variant, size, spec["size"], root / "_build" / f"{component}-training")
+        facts[variant] = parts.done_facts(root, component)
+        if facts[variant] is None:
+            say(f"{variant}: `vedit train eve-lora` {size.steps} iterations x {size.batch} windows of {size.window} "
+                f"frames (k = {size.k_steps}; adversarial from iteration {config.sds_only_steps}, "
+                f"lambda {config.sds_weight})")
+            started = time.perf_counter()
+            train_eve_lora(config, recipe_progress(StepReporter(variant[:8])))
+            facts[variant] = {"minutes": round((time.perf_counter() - started) / 60, 2), "size": asdict(size),
+                              "sds_only_steps": config.sds_only_steps, "sds_weight": config.sds_weight}
+            parts.write_done(root, component, facts[variant])
+    say(f"teacher losses on {len(windows)} held-out windows x {len(fdd.LOSS_TIMESTEPS)} timesteps ...")
+    reference = fdd.fdd_config(root, train, "fdd", size, spec["size"], root / "_build" / "unused")
+    losses = {"before training": fdd.teacher_losses(reference, windows, None)}
+    for variant in variants:
+        lora = fdd.lora_folder(root, variant) / "pytorch_lora_weights.safetensors"
+        losses[variant] = fdd.teacher_losses(fdd.fdd_config(root, train, variant, size, spec["size"],
+                                                            root / "_build" / "unused"), windows, lora)
+    result = {"training": facts, "teacher_losses": losses, "held_out_windows": len(windows),
+              "timesteps": list(fdd.LOSS_TIMESTEPS)}
+    parts.write_done(root, "fdd-teacher-losses", result)
+    if json_output:
+        print(json.dumps(result, indent=1))
+        return 0
+    print("| student | edit teacher's loss | video teacher's loss | training min |\n|---|---:|---:|---:|")
+    for name, row in losses.items():
+        minutes = (facts.get(name) or {}).get("minutes")
+        print(f"| {name} | {row['edit']:.4f} | {row['video']:.4f} | {'-' if minutes is None else minutes} |")
+    return 0
+
+
 def score_table(report: dict) -> str:
     lines = ["| backend / mode | PSNR to truth (dB) | edit accuracy | PSNR to teacher (dB) | warp error | flicker | "
              "UNet passes/frame | s/frame |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -557,7 +608,16 @@ def main(argv: list[str] | None = None) -> int:
     stream_parser.add_argument("--clip", type=Path, required=True)
     stream_parser.add_argument("--frames", type=int, default=300)
     stream_parser.add_argument("--caption", default="a sepia photo")
+    fdd_parser = commands.add_parser("fdd", help="EVE's alignment LoRA by FDD, its ablations, the teachers' losses")
+    fdd_parser.add_argument("dir", type=Path)
+    fdd_parser.add_argument("--variants", nargs="*", default=["fdd", "sds-only", "adversarial-only"])
+    fdd_parser.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
+    fdd_parser.add_argument("--held-out-windows", type=int, default=0,
+                            help="teacher losses on the first N held-out windows (0: all)")
+    fdd_parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.command == "fdd":
+        return fdd_command(args.dir, args.variants, args.quick, args.held_out_windows, args.json)
     if args.command == "build":
         return build(args.dir, chosen_sizes(args), args.quick, args.videos, args.budget_minutes, args.threads,
                      args.students, not args.no_sd)

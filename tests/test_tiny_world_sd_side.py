@@ -142,3 +142,37 @@ def test_a_quick_stable_diffusion_side_loads_and_edits_through_svdiff_and_eve(sd
         result = _edit(world, clip, tmp_path / f"{backend}{len(extra)}.mp4", backend, *extra)
         assert result.returncode == 0, result.stderr[-2000:]
         assert (tmp_path / f"{backend}{len(extra)}.mp4").is_file()
+    _quick_fdd_variants_score_and_edit_through_eve(world, clip, tmp_path)
+
+
+def _quick_fdd_variants_score_and_edit_through_eve(world: Path, clip: Path, tmp_path: Path) -> None:
+    """Issue 16 in the quick world: the full FDD run and an ablation train from the same start, the score plans a
+    row for each (the ablation through a view of the stack beside its LoRA), that view edits through `vedit edit`,
+    and the teachers' losses on the student's samples are measured with the LoRA off and on."""
+    from vedit_cli.tinyworld import fdd
+    from vedit_cli.tinyworld.score import eve_rows
+    from vedit_cli.train.recipes.eve_lora import train_eve_lora
+
+    size = fdd.FddSize(steps=2, sds_only_steps=1, batch=1, lr=1e-2, lora_rank=4, window=4, k_steps=2,
+                       teacher_steps=2)
+    sequences = np.stack([_frames(4, seed=s) for s in range(2)])
+    windows = fdd.InstructedWindows(sequences)
+    assert np.array_equal(windows.load(len(EDITS) + 3)["frames"], sequences[1])  # inputs only, never an edit
+    configs = {variant: fdd.fdd_config(world, sequences, variant, size, RESOLUTION, tmp_path / f"{variant}.work")
+               for variant in ("fdd", "sds-only")}
+    assert configs["sds-only"].sds_only_steps == size.steps and configs["fdd"].sds_only_steps == 1
+    for config in configs.values():
+        train_eve_lora(config)
+    labels = {row.label: row for row in eve_rows(world)}
+    k = fdd.FddSize().k_steps  # the rows sample as the world's FDD trains
+    assert {"eve plug-and-play (ControlNet + motion adapter)", f"eve plug-and-play ({k} steps, CFG 1)",
+            f"eve + FDD LoRA ({k} steps, CFG 1)", f"eve + LoRA, SDS only ({k} steps, CFG 1)"} == set(labels)
+    assert labels[f"eve + FDD LoRA ({k} steps, CFG 1)"].weights_dir == world
+    view = fdd.variant_view(world, "sds-only")
+    assert (view / "eve-lora").resolve() == fdd.lora_folder(world, "sds-only").resolve()
+    result = _edit(view, clip, tmp_path / "fdd-view.mp4", "eve", "--steps", "2", "--guidance-scale", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    few = fdd.InstructedWindows(sequences[:1])
+    before = fdd.teacher_losses(configs["fdd"], few, None)
+    after = fdd.teacher_losses(configs["fdd"], few, fdd.lora_folder(world, "fdd") / "pytorch_lora_weights.safetensors")
+    assert all(np.isfinite(list(before.values()))) and before != after  # the loaded LoRA changed the samples

@@ -110,10 +110,29 @@ def sd_side_rows(world: Path) -> list[Row]:
                             prompt="caption"))
         rows.append(Row("svdiff base without LCM-LoRA (3 steps)", "svdiff", plain, ("--lora-scale", "0"), passes,
                         prompt="caption"))
-    if {"sd15", "controlnet-ip2p", "animatediff-motion-adapter"} <= set(has) and not (world / "eve-lora").is_dir():
-        eve = BACKEND_DEFAULTS["eve"]
-        rows.append(Row("eve plug-and-play (ControlNet + motion adapter)", "eve", world, (),
-                        eve.steps * (2 if eve.guidance_scale > 1 else 1), caption_flag=True))
+    if {"sd15", "controlnet-ip2p", "animatediff-motion-adapter"} <= set(has):
+        rows += eve_rows(world)
+    return rows
+
+
+def eve_rows(world: Path) -> list[Row]:
+    """eve plug-and-play at its defaults (20 steps, CFG 7.5) and as the FDD student samples (k = 3 steps, one
+    conditional pass), then every FDD LoRA in the world (the full run, the ablations) sampled that way."""
+    from vedit_cli.config import BACKEND_DEFAULTS
+    from vedit_cli.tinyworld.fdd import FddSize, VARIANTS, lora_folder, variant_view
+
+    eve, k = BACKEND_DEFAULTS["eve"], FddSize().k_steps
+    as_trained = ("--steps", str(k), "--guidance-scale", "1")
+    off = ("--lora-scale", "0")  # what the stack does without the world's LoRA (none is loaded without its folder)
+    rows = [Row("eve plug-and-play (ControlNet + motion adapter)", "eve", world, off,
+                eve.steps * (2 if eve.guidance_scale > 1 else 1), caption_flag=True),
+            Row(f"eve plug-and-play ({k} steps, CFG 1)", "eve", world, (*off, *as_trained), k, caption_flag=True)]
+    labels = {"fdd": "eve + FDD LoRA", "sds-only": "eve + LoRA, SDS only", "adversarial-only":
+              "eve + LoRA, adversarial only"}
+    for variant in VARIANTS:
+        if (lora_folder(world, variant) / "pytorch_lora_weights.safetensors").is_file():
+            rows.append(Row(f"{labels[variant]} ({k} steps, CFG 1)", "eve", variant_view(world, variant), as_trained,
+                            k, caption_flag=True))
     return rows
 
 

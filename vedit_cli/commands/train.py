@@ -12,7 +12,7 @@ import typer
 
 from vedit_cli.commands.common import JsonOutput, Quiet, print_json, quiet_libraries, stderr_console
 from vedit_cli.models.student_architecture import ARCHITECTURES
-from vedit_cli.train.config import MIXED_PRECISION, SDS_WEIGHTINGS
+from vedit_cli.train.config import DISCRIMINATOR_FEATURES, MIXED_PRECISION, SDS_WEIGHTINGS
 
 
 def _defaults(cls) -> dict:
@@ -254,7 +254,9 @@ def register_eve_lora(train_app: typer.Typer) -> None:
         sds_weight: Annotated[float, typer.Option(help="lambda, the SDS terms' weight beside the adversarial ones (the paper: 2.5).")] = E["sds_weight"],
         sds_only_steps: Annotated[int, typer.Option(help="Steps with SDS alone before the discriminators join (the paper: 1000 of 1500).")] = E["sds_only_steps"],
         teacher_steps: Annotated[int, typer.Option(help="DDIM steps of the teachers' samples the discriminators see as real.")] = E["teacher_steps"],
-        discriminator_max_timestep: Annotated[int, typer.Option(help="The discriminators read real and fake latents noised at t ~ U[0, this).")] = E["discriminator_max_timestep"],
+        discriminator_max_timestep: Annotated[int, typer.Option(help="The teacher-feature discriminators read real and fake latents noised at t ~ U[0, this) (dinov2 reads clean frames).")] = E["discriminator_max_timestep"],
+        discriminator_features: Annotated[Literal[DISCRIMINATOR_FEATURES], typer.Option(help="The discriminators' frozen features: teacher = the frozen backbone's encoder on noised latents (no download); dinov2 = DINOv2 on clean decoded frames (needs --dinov2-dir).")] = E["discriminator_features"],
+        dinov2_dir: Annotated[Path | None, typer.Option(help="DINOv2 folder for --discriminator-features dinov2: WEIGHTS/dinov2-base (`vedit download dinov2-base`).", show_default=False)] = None,
         max_steps: MaxSteps = T["max_steps"],
         batch_size: BatchSize = T["batch_size"],
         learning_rate: LearningRate = T["learning_rate"],
@@ -287,7 +289,8 @@ def register_eve_lora(train_app: typer.Typer) -> None:
             resolution=resolution, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_target_modules=targets,
             sds_weighting=sds_weighting, edit_text_scale=edit_text_scale, video_text_scale=video_text_scale,
             alpha=alpha, beta=beta, sds_weight=sds_weight, sds_only_steps=sds_only_steps, teacher_steps=teacher_steps,
-            discriminator_max_timestep=discriminator_max_timestep, overwrite=overwrite,
+            discriminator_max_timestep=discriminator_max_timestep, discriminator_features=discriminator_features,
+            dinov2=dinov2_dir, overwrite=overwrite,
         )
         _run_training(train_eve_lora, config, "eve-lora", as_json, quiet)
 

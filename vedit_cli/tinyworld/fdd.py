@@ -108,7 +108,8 @@ def load_lora(unet, lora_file: Path, scale: float) -> None:
     from safetensors.torch import load_file
 
     tensors = load_file(str(lora_file))
-    state = {key.removeprefix("unet."): (value / scale if ".lora_B." in key else value) for key, value in tensors.items()}
+    state = {key.removeprefix("unet."): (value / scale if ".lora_B." in key else value)
+             for key, value in tensors.items()}
     result = set_peft_model_state_dict(unet, state)
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:

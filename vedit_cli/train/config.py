@@ -261,6 +261,7 @@ EVE_LORA_TRAINER_DEFAULTS = dict(max_steps=1500, learning_rate=1e-5, batch_size=
                                  lr_warmup_steps=0)
 EVE_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the backbone's attention projections, never temporal ones
 SDS_WEIGHTINGS = ("sds", "dmd", "uniform")
+DISCRIMINATOR_FEATURES = ("teacher", "dinov2")  # the frozen base UNet's encoder, or DINOv2 on decoded frames
 
 
 @dataclass(frozen=True)
@@ -277,7 +278,9 @@ class EveLoraConfig(SdRecipeConfig):
     x0 - x0_teacher; "uniform": 1), the SDS timestep range (DreamFusion's 0.02T..0.98T), the teachers' text guidance
     scales (7.5, eve's inference default), the teachers' DDIM steps for the discriminators' real samples, the
     discriminators' noise range (as movie-student's). The frame-0 anchor eve uses at inference is NOT used in training
-    (`anchor_first_frame`): every window frame is the student's own."""
+    (`anchor_first_frame`): every window frame is the student's own. The discriminators' frozen features
+    (`discriminator_features`): "teacher", the frozen base UNet's encoder on noised latents (no download), or
+    "dinov2", DINOv2 (the folder `dinov2`, registry entry dinov2-base) on clean frames decoded by the VAE."""
 
     controlnet: Path | None = None
     motion_adapter: Path | None = None
@@ -299,6 +302,8 @@ class EveLoraConfig(SdRecipeConfig):
     sds_only_steps: int = 1000
     teacher_steps: int = 10
     discriminator_max_timestep: int = 750
+    discriminator_features: str = "teacher"  # "teacher" | "dinov2" (dino_discriminator.py: needs `dinov2`)
+    dinov2: Path | None = None  # the DINOv2 folder (registry entry dinov2-base) for discriminator_features "dinov2"
     caption_dropout: float = 0.0
     anchor_first_frame: ClassVar[bool] = False
 
@@ -325,3 +330,12 @@ class EveLoraConfig(SdRecipeConfig):
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative, got {value}")
         if not self.lora_target_modules:
             raise ConfigError("--lora-target-modules names no layer")
+        self.check_discriminator_features()
+
+    def check_discriminator_features(self) -> None:
+        if self.discriminator_features not in DISCRIMINATOR_FEATURES:
+            raise ConfigError(f"--discriminator-features must be one of {', '.join(DISCRIMINATOR_FEATURES)}, got "
+                              f"{self.discriminator_features!r}")
+        if self.discriminator_features == "dinov2" and self.dinov2 is None:
+            raise ConfigError("--discriminator-features dinov2 needs --dinov2-dir (e.g. `vedit download dinov2-base`, "
+                              "then --dinov2-dir WEIGHTS/dinov2-base)")

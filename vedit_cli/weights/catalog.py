@@ -123,6 +123,18 @@ HUB_ENTRIES = (
             required_files=("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json"),
         ),),
     ),
+    # Only `vedit train eve-lora --discriminator-features dinov2` reads it (the FDD discriminators' frozen features,
+    # ADD/LADD style); no backend or metric loads it, so `vedit download eve` does not fetch it.
+    WeightsEntry(
+        name="dinov2-base",
+        repo_id="facebook/dinov2-base",
+        revision="f9e44c814b77203eaa57a6bdbbd535f21ede1415",  # the HF cache snapshot path other projects show
+        allow_patterns=("config.json", "model.safetensors"),  # safetensors only, never a pickle copy
+        required_files=("config.json", "model.safetensors"),
+        size_mb=346,  # ViT-B/14, 86.6 M float32 parameters
+        licence="Apache-2.0",
+        used_by=("train-eve-lora",),
+    ),
 )
 
 _TRAINED_HINT = "local only: produced by the project's own training (no hub repository yet); put it in {folder}"

@@ -49,9 +49,12 @@ windows are the student's own frames (`EveLoraConfig.anchor_first_frame`). Windo
 frames (the paper: 8), the same consecutive frames eve's windows see. One optimizer and learning rate for LoRA and
 heads (the trainer's). EVE's backbone (Emu) was trained with zero-terminal SNR; SD1.5's schedule is used as stored.
 The frozen weights are those given: the paper's teachers are Emu Edit / Emu Video adapters, here ip2p ControlNet and
-AnimateDiff v1-5-2. Real-scale discriminators would use DINOv2 features (the paper's DINO; registry name
-facebook/dinov2-base), not vendored here: the frozen backbone's encoder stands in at every scale, needs no download,
-and sees latents (no decode through the VAE).
+AnimateDiff v1-5-2. Discriminator features (`discriminator_features`): "teacher" (the default) is the frozen
+backbone's encoder above, at every scale: no download, it sees latents (no decode through the VAE). "dinov2" is the
+paper's DINO (ADD's discriminator): frozen DINOv2 (`dinov2`, registry entry dinov2-base, `vedit download
+dinov2-base`) on the frames decoded by the VAE (the student's with their graph), clean (not noised), with small
+trainable token heads; D_e conditioned on the input frame's DINOv2 CLS token, D_v mixing each token over the window's
+frames (dino_discriminator.py). Both discriminators share one DINOv2 pass per sample set.
 
 Data: inputs only, never an edit: (input clip window, instruction, output caption). `config.data` is a clip, a folder
 of clips or a CSV/JSONL manifest (column `input`, optionally `instruction` and `caption`, paths relative to it), or a
@@ -132,6 +135,7 @@ from vedit_cli.train.recipes.sd_parts import (
     check_sd_folder,
     image_tensor,
     load_sd_unet,
+    placed,
     run_recipe,
 )
 from vedit_cli.train.trainer import Progress
@@ -139,6 +143,7 @@ from vedit_cli.train.trainer import Progress
 GROUND_TRUTH_KEYS = ("edited", "edited_frames", "edited_image", "output", "target")
 MOTION_MODULES = "motion_modules"
 HEADS = ("edit_discriminator.heads.", "video_discriminator.heads.")
+DINOV2_NAME = "dinov2-base"
 
 
 def train_eve_lora(config: EveLoraConfig, progress: Progress | None = None) -> Path:
@@ -161,6 +166,8 @@ def check_weights(config: EveLoraConfig) -> None:
     check_sd_folder(config.base)
     adapter_folder(config.controlnet, CONTROLNET_NAME, "--controlnet-dir", "edit adapter (ControlNet)")
     adapter_folder(config.motion_adapter, MOTION_ADAPTER_NAME, "--motion-adapter-dir", "video adapter (AnimateDiff)")
+    if config.discriminator_features == "dinov2":
+        adapter_folder(config.dinov2, DINOV2_NAME, "--dinov2-dir", "discriminator features (DINOv2)")
 
 
 def adapter_folder(path: Path, entry: str, flag: str, what: str) -> Path:
@@ -546,11 +553,17 @@ class FddStudent(nn.Module):
     discriminators' heads. forward() runs one FDD iteration and returns per-sample terms; its state dict holds only
     the trainable tensors (the folders hold the rest)."""
 
-    def __init__(self, unet, controlnet, schedule: DdimSchedule, config: EveLoraConfig):
+    def __init__(self, unet, controlnet, schedule: DdimSchedule, config: EveLoraConfig, dino=None):
         super().__init__()
         self.unet, self.controlnet, self.schedule, self.config = unet, controlnet, schedule, config
-        self.edit_discriminator = EditDiscriminator(unet, controlnet, config.controlnet_scale)
-        self.video_discriminator = VideoDiscriminator(unet, config.window_frames)
+        self.dino = dino  # dino_discriminator.DinoFeatures (frozen DINOv2 + VAE, no submodule) or None
+        if dino is None:
+            self.edit_discriminator = EditDiscriminator(unet, controlnet, config.controlnet_scale)
+            self.video_discriminator = VideoDiscriminator(unet, config.window_frames)
+        else:
+            from vedit_cli.train.recipes.dino_discriminator import dino_discriminators
+
+            self.edit_discriminator, self.video_discriminator = dino_discriminators(dino, config.window_frames)
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
         self._frozen_keys = {key for key in self.state_dict() if key not in trainable}
         self.register_state_dict_post_hook(_drop_frozen_keys)
@@ -559,6 +572,8 @@ class FddStudent(nn.Module):
     def enable_gradient_checkpointing(self) -> None:
         self.unet.enable_gradient_checkpointing()
         self.controlnet.enable_gradient_checkpointing()
+        if self.dino is not None:  # the student's frames are decoded with their graph
+            self.dino.vae.enable_gradient_checkpointing()
 
     def head_parameters(self) -> list[nn.Parameter]:
         return [*self.edit_discriminator.heads.parameters(), *self.video_discriminator.heads.parameters()]
@@ -652,10 +667,25 @@ class FddStudent(nn.Module):
     def adversarial_terms(self, x0: torch.Tensor, inputs: dict) -> dict[str, torch.Tensor]:
         edited = self.teacher_sample(self.edit_teacher, inputs["edit_noise"], inputs)
         generated = self.teacher_sample(self.video_teacher, inputs["video_noise"], inputs)
+        if self.dino is not None:
+            return self.dino_adversarial_terms(x0, edited, generated, inputs)
         t, noise = inputs["disc_timesteps"], inputs["disc_noise"]
         fake, real_edit, real_video = (self.schedule.add_noise(x, noise, t) for x in (x0, edited, generated))
         d_edit, g_edit = self.edit_hinge(real_edit, fake, inputs)
         d_video, g_video = self.video_hinge(real_video, fake, inputs)
+        return {"g_edit": g_edit, "g_video": g_video, "d_edit": d_edit, "d_video": d_video}
+
+    def dino_adversarial_terms(self, x0, edited, generated, inputs: dict) -> dict[str, torch.Tensor]:
+        """The DINOv2 discriminators: clean samples (no noising, as ADD), each decoded and read by DINOv2 once for
+        both discriminators, the student's with its graph; D_e's condition is the input frames' CLS tokens."""
+        dino, frames = self.dino, x0.shape[2]
+        fake = dino.latent_tokens(frames_first(x0))
+        with torch.no_grad():
+            real_edit, real_video = (dino.latent_tokens(frames_first(x)) for x in (edited, generated))
+            input_tokens = dino.tokens(inputs["hints"].flatten(0, 1))
+        edit, video = self.edit_discriminator, self.video_discriminator
+        d_edit, g_edit = self._hinge(edit, lambda tokens: edit.features(tokens, input_tokens), real_edit, fake, frames)
+        d_video, g_video = self._hinge(video, video.features, real_video, fake, frames)
         return {"g_edit": g_edit, "g_video": g_video, "d_edit": d_edit, "d_video": d_video}
 
     def edit_hinge(self, real, fake, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -734,9 +764,14 @@ def build_student(config: EveLoraConfig, sd: FrozenSD) -> FddStudent:
     if high >= schedule.num_train_timesteps or config.k_steps > schedule.num_train_timesteps:
         raise ConfigError(f"--sds-timestep-range and --k-steps must stay below the schedule's "
                           f"{schedule.num_train_timesteps} timesteps, got {low} {high} and {config.k_steps}")
+    dino = None
+    if config.discriminator_features == "dinov2":
+        from vedit_cli.train.recipes.dino_discriminator import dino_features
+
+        dino = dino_features(config.dinov2, sd.vae)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.trainer.seed + 1)  # the heads' init
-        model = FddStudent(unet, controlnet, schedule, config)
+        model = FddStudent(unet, controlnet, schedule, config, dino)
     check_trainable(model)
     return model
 
@@ -778,6 +813,8 @@ class EveLoraRecipe:
             for parameter in module.parameters():
                 if not parameter.requires_grad:  # frozen weights in the mixed-precision dtype, LoRA float32
                     parameter.data = parameter.data.to(self.sd.dtype)
+        if model.dino is not None:
+            placed(model.dino.model, self.device, self.sd.dtype)
         model.schedule.to(self.device)
 
     # loss

@@ -17,6 +17,21 @@ from vedit_cli.editing.ray_worker import ClipWorker, WorkerInfo, remove_attempt_
 POLL_SECONDS = 0.1  # how long the driver waits for a result before it looks at progress and timeouts
 START_GRACE_SECONDS = 20.0  # the first clips wait this long for the other workers to load, so all share the batch
 KILL_WAIT_SECONDS = 10.0  # after ray.kill, how long to wait for the process to be gone before removing its partials
+SETTLE_SECONDS = 1.0  # partials must stay absent this long: a dead worker's encoder child may still finish its file
+
+
+def remove_partials_settled(output_path, writer_prefix: str, limit: float = KILL_WAIT_SECONDS) -> None:
+    """Remove a dead writer's partial files until none has reappeared for SETTLE_SECONDS (or `limit` passes): the
+    ffmpeg child of a killed worker outlives it for a moment, sees its stdin close, and finishes (or rewrites, for
+    +faststart) the file after a first removal."""
+    started = last_seen = time.perf_counter()
+    while True:
+        now = time.perf_counter()
+        if remove_attempt_partials(output_path, writer_prefix):
+            last_seen = now
+        if now - last_seen >= SETTLE_SECONDS or now - started >= limit:
+            return
+        time.sleep(0.05)
 
 
 @dataclass
@@ -139,7 +154,7 @@ class Driver:
             self._break(slot, f"worker {slot.index} died while starting: {reason}")
             return
         outcome, info = slot.outcome, slot.info
-        remove_attempt_partials(outcome.job.output_path, info.writer_prefix)
+        remove_partials_settled(outcome.job.output_path, info.writer_prefix)
         tries = self.attempts[outcome.job] = self.attempts.get(outcome.job, 0) + 1
         where = f"worker {slot.index} ({info.host} pid {info.pid})"
         if tries <= self.options.max_retries:
@@ -173,7 +188,7 @@ class Driver:
             if limit is not None and slot.state == "busy" and now - slot.started > limit:
                 outcome = slot.outcome
                 self._kill(slot, wait=True)
-                remove_attempt_partials(outcome.job.output_path, slot.info.writer_prefix)
+                remove_partials_settled(outcome.job.output_path, slot.info.writer_prefix)
                 self._fail(outcome, slot, f"stopped after --clip-timeout {limit:g} s (a decoder that hangs, or a "
                                           "clip that needs a longer timeout); nothing was saved")
                 self._replace(slot, died=False)
@@ -237,7 +252,7 @@ class Driver:
         for slot in busy:
             outcome, info = slot.outcome, slot.info
             self._kill(slot, wait=True)
-            remove_attempt_partials(outcome.job.output_path, info.writer_prefix)
+            remove_partials_settled(outcome.job.output_path, info.writer_prefix)
             outcome.status, outcome.error = "failed", f"{outcome.job.input_path}: interrupted"
 
 

@@ -47,8 +47,11 @@ class Clips:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
+    return build_world(tmp_path_factory.mktemp("eve_lora_train"))
+
+
+def build_world(root: Path) -> dict:
     """W with tiny sd15, controlnet-ip2p and animatediff-motion-adapter; one 8-frame 32x32 clip; one table."""
-    root = tmp_path_factory.mktemp("eve_lora_train")
     weights = tiny.save_eve_weights(root / "W")
     clips = root / "clips"
     clips.mkdir()

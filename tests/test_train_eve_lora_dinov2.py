@@ -8,12 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests import tiny
-from tests.io_media import make_clip
 from tests.test_train_eve_lora import (
-    CAPTION,
-    INSTRUCTION,
     SIZE,
+    build_world,
     cli_train,
     gradients,
     make_recipe,
@@ -40,15 +37,8 @@ def save_tiny_dinov2(folder):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     """The eve-lora tests' world (tiny eve weights, one 8-frame clip, one instruction table) + W/dinov2-base."""
-    root = tmp_path_factory.mktemp("eve_lora_dinov2")
-    weights = tiny.save_eve_weights(root / "W")
-    clips = root / "clips"
-    clips.mkdir()
-    make_clip(clips / "pattern.mp4", seconds=1, size=f"{SIZE}x{SIZE}", rate="8", audio=False)
-    table = root / "instructions.csv"
-    table.write_text(f"instruction,caption\n{INSTRUCTION},{CAPTION}\n")
-    dinov2 = save_tiny_dinov2(weights / "dinov2-base")
-    return {"root": root, "weights": weights, "clips": clips, "table": table, "dinov2": dinov2}
+    world = build_world(tmp_path_factory.mktemp("eve_lora_dinov2"))
+    return {**world, "dinov2": save_tiny_dinov2(world["weights"] / "dinov2-base")}
 
 
 def dino_recipe(world, folder, **changes):

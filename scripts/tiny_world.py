@@ -139,7 +139,7 @@ def build_random(root: Path, spec: WorldSpec, size: teach.TeacherSize) -> None:
     if parts.done_facts(root, "random"):
         return
     unet = teach.new_teacher_unet(size, spec.size // 4, parts.TEXT_HIDDEN)
-    parts.save_pipeline(root / "random" / "instruct-pix2pix", unet, root / "_parts")
+    parts.save_pipeline(root / "random" / "instruct-pix2pix", unet, root / "_parts", size.prediction_type)
     shutil.rmtree(root / "random" / "taesd", ignore_errors=True)
     shutil.copytree(root / "taesd", root / "random" / "taesd")  # the movie backend requires it beside the pipeline
     params = sum(p.numel() for p in unet.parameters())

@@ -191,3 +191,24 @@ def test_a_missing_teacher_is_one_line_naming_the_teacher(triplets, tmp_path):
         train_movie_student(MovieStudentConfig(teacher=tmp_path / "absent", data=triplets, output_dir=tmp_path / "o",
                                                trainer=TrainerConfig(work_dir=tmp_path / "w", cpu=True)))
     assert not (tmp_path / "o").exists()
+
+
+def test_the_first_stages_inherit_a_v_prediction_teachers_parameterisation(teacher_dir, triplets, tmp_path):
+    """A teacher whose scheduler says v_prediction (the tiny world's): stages 1-2 regress v, so their students must
+    be saved, and sampled, as v; the one-step stage still predicts the clean latent."""
+    import shutil
+
+    from safetensors import safe_open
+
+    from vedit_cli.backends.movie.student import EMBEDDING_FILE
+
+    v_teacher = tmp_path / "v-teacher"
+    shutil.copytree(teacher_dir, v_teacher)
+    config_path = v_teacher / "scheduler" / "scheduler_config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "prediction_type": "v_prediction"}))
+    config = _config(v_teacher, triplets, tmp_path / "work")
+    for stage in ("mobile", "guidance"):
+        recipe, changed, _, _ = _recipe_step(stage, config)
+        assert changed
+        with safe_open(str(recipe.save(recipe.model) / EMBEDDING_FILE), framework="pt") as handle:
+            assert handle.metadata()["prediction_type"] == "v_prediction", stage

@@ -170,15 +170,15 @@ def taesd_psnr(taesd, frames: torch.Tensor) -> float:
     return float((10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean())
 
 
-def save_pipeline(folder: Path, unet, parts: Path) -> Path:
-    """A diffusers InstructPix2Pix folder: `unet` + the world's shared vae, text encoder, tokenizer, scheduler."""
+def save_pipeline(folder: Path, unet, parts: Path, prediction_type: str = "epsilon") -> Path:
+    """A diffusers InstructPix2Pix folder: `unet` + the world's shared vae, text encoder, tokenizer, scheduler
+    (the one timbrooks/instruct-pix2pix ships, reading the UNet's output as `prediction_type`)."""
     from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
 
     from vedit_cli.backends.movie.loading import IP2P_SCHEDULER
 
-    # the scheduler timbrooks/instruct-pix2pix ships
-    return save_world_pipeline(folder, StableDiffusionInstructPix2PixPipeline, unet,
-                               EulerAncestralDiscreteScheduler(**IP2P_SCHEDULER), parts)
+    scheduler = EulerAncestralDiscreteScheduler(**{**IP2P_SCHEDULER, "prediction_type": prediction_type})
+    return save_world_pipeline(folder, StableDiffusionInstructPix2PixPipeline, unet, scheduler, parts)
 
 
 def save_world_pipeline(folder: Path, pipeline_class, unet, scheduler, parts: Path) -> Path:

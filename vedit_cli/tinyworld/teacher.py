@@ -23,6 +23,9 @@ class TeacherSize:
     lr: float = 1e-3
     block_out_channels: tuple[int, ...] = (32, 64, 128)
     snr_gamma: float | None = None  # Min-SNR-gamma weighting of the recipe's loss (None: the paper's plain loss)
+    # what the UNet learns to predict, set in its scheduler config: v, because at this size an epsilon teacher loses
+    # the source's structure (its x0 estimate at high noise amplifies epsilon errors ~15x; README, "Tiny world")
+    prediction_type: str = "v_prediction"
 
 
 def new_teacher_unet(size: TeacherSize, sample_size: int, cross_attention_dim: int, seed: int = 0,

@@ -31,7 +31,9 @@ def check_teacher(folder: Path) -> Path:
 
 
 class FrozenTeacher:
-    """The InstructPix2Pix folder's parts, all frozen. `unet` predicts epsilon (the teacher's training)."""
+    """The InstructPix2Pix folder's parts, all frozen. `unet` predicts what its scheduler config says
+    (epsilon for InstructPix2Pix; v_prediction where the teacher was trained so): the students' first two stages
+    regress it and inherit its parameterisation."""
 
     def __init__(self, folder: Path):
         from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -55,6 +57,7 @@ class FrozenTeacher:
         for module in (self.unet, self.vae, self.text_encoder):
             module.requires_grad_(False).eval()
         self.scheduler_config = json.loads((self.folder / "scheduler" / "scheduler_config.json").read_text())
+        self.prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
         self.scaling_factor = self.vae.config.scaling_factor
         self.null_text = None
 

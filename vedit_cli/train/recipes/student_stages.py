@@ -66,7 +66,7 @@ class _TripletStage:
 
 
 class MobileStage(_TripletStage):
-    """Stage 1: the slim UNet reproduces the teacher's epsilon under each conditioning."""
+    """Stage 1: the slim UNet reproduces the teacher's prediction (epsilon or v) under each conditioning."""
 
     def __init__(self, config, teacher: FrozenTeacher, source, output: Path, architecture: str, student_unet):
         super().__init__(config, teacher, source, output, architecture)
@@ -90,11 +90,11 @@ class MobileStage(_TripletStage):
 
         embedding = guidance_embedding.for_unet(model)  # zero: this student's one pass is its conditional pass
         return save_student(self.output, model, embedding, trained_steps=10, spacing=self.spacing(),
-                            prediction_type="epsilon", architecture=self.architecture)
+                            prediction_type=self.teacher.prediction_type, architecture=self.architecture)
 
 
 class GuidanceStage(_TripletStage):
-    """Stage 2: one pass with (s_I, s_T) embedded regresses the teacher's three-pass guided epsilon."""
+    """Stage 2: one pass with (s_I, s_T) embedded regresses the teacher's three-pass guided prediction."""
 
     def __init__(self, config, teacher: FrozenTeacher, source, output: Path, architecture: str, student_unet):
         super().__init__(config, teacher, source, output, architecture)
@@ -111,7 +111,8 @@ class GuidanceStage(_TripletStage):
 
     def save(self, model) -> Path:
         return save_student(self.output, model, model.class_embedding, trained_steps=self.config.teacher_steps,
-                            spacing=self.spacing(), prediction_type="epsilon", architecture=self.architecture)
+                            spacing=self.spacing(), prediction_type=self.teacher.prediction_type,
+                            architecture=self.architecture)
 
 
 class StudentWithHeads(torch.nn.Module):

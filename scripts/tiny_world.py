@@ -33,6 +33,7 @@ DEFAULT_VIDEOS = REPO.parent / "shared" / "videos"
 import torch  # noqa: E402
 
 from vedit_cli.tinyworld import components as parts  # noqa: E402
+from vedit_cli.tinyworld import score as scoring  # noqa: E402
 from vedit_cli.tinyworld import sd_side  # noqa: E402
 from vedit_cli.tinyworld import students as learners  # noqa: E402
 from vedit_cli.tinyworld import teacher as teach  # noqa: E402
@@ -376,9 +377,9 @@ def build(root: Path, sizes: Sizes, quick: bool, videos: Path | None, budget_min
     return 0
 
 
-def held_out_clips(root: Path, folder: Path) -> list[Path]:
-    """The world's held-out clips found in `folder`, else every video in it (a user's own clips)."""
-    names = json.loads((root / "tinyworld.json").read_text())["clips"]["held_out"]
+def held_out_clips(root: Path, folder: Path, split: str = "held_out") -> list[Path]:
+    """The world's held-out (or validation) clips found in `folder`, else every video in it (a user's own clips)."""
+    names = json.loads((root / "tinyworld.json").read_text())["clips"][split]
     found = [find_clip(folder, name) for name in names]
     return [p for p in found if p is not None] or video_files(folder)
 
@@ -390,7 +391,7 @@ def score_command(root: Path, clips: Path, json_output: bool, frames: int, work:
     options = Options(size=spec["size"], max_frames=frames, steps=args.steps, guidance_scale=args.guidance_scale,
                       image_guidance_scale=args.image_guidance_scale, threads=threads_for_this_machine(),
                       only=tuple(args.rows))
-    paths = held_out_clips(root, clips)
+    paths = held_out_clips(root, clips, args.split)
     if args.max_clips:
         paths = paths[: args.max_clips]
     if not paths:
@@ -588,10 +589,14 @@ def main(argv: list[str] | None = None) -> int:
     score_parser.add_argument("--frames", type=int, default=8, help="first N frames of each clip")
     score_parser.add_argument("--max-clips", type=int, default=0, help="score only the first N clips (0: all)")
     score_parser.add_argument("--steps", type=int, default=10)
-    score_parser.add_argument("--guidance-scale", type=float, default=7.5)
-    score_parser.add_argument("--image-guidance-scale", type=float, default=1.5)
+    score_parser.add_argument("--guidance-scale", type=float, default=scoring.WORLD_GUIDANCE_SCALE,
+                              help="movie rows' s_T (default: tuned on the validation clip)")
+    score_parser.add_argument("--image-guidance-scale", type=float, default=scoring.WORLD_IMAGE_GUIDANCE_SCALE,
+                              help="movie rows' s_I (default: tuned on the validation clip)")
     score_parser.add_argument("--work", type=Path, default=None, help="folder for the scored outputs")
     score_parser.add_argument("--rows", nargs="*", default=[], help="only rows whose label contains one of these")
+    score_parser.add_argument("--split", choices=("held_out", "validation"), default="held_out",
+                              help="which of the world's clips to score (validation: for tuning, e.g. the scales)")
     grid_parser = commands.add_parser("guidance-grid", help="teacher vs student distance from the source over (s_T, s_I)")
     grid_parser.add_argument("dir", type=Path)
     grid_parser.add_argument("--clips", type=Path, required=True)

@@ -4,7 +4,8 @@ Slow (marked, longer than 60 s): the quick build trains the autoencoder, TAESD, 
 `vedit train pix2pix` recipe) and every MoViE student variant (2 steps per stage) on 2 CPU cores and scores one
 held-out clip: 8.7 minutes measured on the shared build
 machine at load average 3-4 (1 torch thread); an estimated 4-5 minutes on a quiet one (not measured). Needs ../shared/videos (the
-pinned clips); skipped without it. The teacher's +1 dB over identity is checked (opt-in: VEDIT_SLOW_TESTS=1; not met yet).
+pinned clips); skipped without it. The CI-sized teacher alone (quick autoencoders, no students) must beat identity by
+1 dB on a held-out clip (opt-in too: not met yet).
 """
 
 from __future__ import annotations
@@ -46,9 +47,36 @@ def test_world_spec_splits_are_disjoint():
     assert all(splits) and not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
 
 
+# The CI-sized teacher: the quick world's autoencoders and a teacher of this many steps (batch 16), about 4 minutes on
+# 2 quiet CPU cores. It does not reach +1 dB yet (README "Tiny world": -0.3 dB on cat-in-the-sun), so the test is
+# opt-in (VEDIT_SLOW_TESTS=1) and fails when run, rather than passing.
+CI_TEACHER_STEPS = 250
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not VIDEOS.is_dir(), reason="needs ../shared/videos")
-def test_quick_world_builds_resumes_and_its_teacher_beats_identity(tmp_path):
+def test_a_ci_sized_teacher_beats_identity_on_a_held_out_clip(tmp_path):
+    """Issue 12: the quick world's VAE, TAESD and teacher alone (no students, no Stable Diffusion side), scored on
+    the first held-out clip through `vedit edit`: at least 1 dB above identity and above its random weights."""
+    world = tmp_path / "world"
+    built = subprocess.run([sys.executable, str(SCRIPT), "build", str(world), "--quick", "--no-sd", "--students",
+                            "none", "--teacher-steps", str(CI_TEACHER_STEPS)], capture_output=True, text=True,
+                           timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    scored = subprocess.run([sys.executable, str(SCRIPT), "score", str(world), "--clips", str(VIDEOS), "--json",
+                             "--frames", "4", "--max-clips", "1", "--rows", "movie teacher"],
+                            capture_output=True, text=True, timeout=600)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    rows = {row["row"]: row for row in json.loads(scored.stdout)["rows"]}
+    identity, teacher, random = rows["identity (source)"], rows["movie teacher"], rows["movie teacher, random weights"]
+    assert teacher["unet_passes_per_frame"] == 30 and identity["unet_passes_per_frame"] == 0
+    assert teacher["psnr"] >= identity["psnr"] + 1.0, rows
+    assert teacher["psnr"] > random["psnr"] + 3.0, rows
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not VIDEOS.is_dir(), reason="needs ../shared/videos")
+def test_quick_world_builds_resumes_and_scores_every_student(tmp_path):
     world = tmp_path / "world"
     built = subprocess.run([sys.executable, str(SCRIPT), "build", str(world), "--quick"], capture_output=True,
                            text=True, timeout=900)
@@ -75,7 +103,4 @@ def test_quick_world_builds_resumes_and_its_teacher_beats_identity(tmp_path):
     identity, teacher, random = rows["identity (source)"], rows["movie teacher"], rows["movie teacher, random weights"]
     assert teacher["unet_passes_per_frame"] == 30 and identity["unet_passes_per_frame"] == 0
     assert teacher["flicker"] >= 0 and 0 <= teacher["edit_accuracy"] <= 1
-    # Issue 12's goal for a CI-sized teacher. Not met yet (README "Tiny world": the quick teacher scores below
-    # identity), which is why this test is opt-in (VEDIT_SLOW_TESTS=1) and fails when run, rather than passing.
     assert teacher["psnr"] > random["psnr"], rows
-    assert teacher["psnr"] >= identity["psnr"] + 1.0, rows

@@ -517,9 +517,10 @@ def fdd_command(root: Path, variants: list[str], quick: bool, held_out_windows: 
     held = build_sequences(root / "cache", spec["size"], size.window, 1, split="held_out")
     windows = fdd.InstructedWindows(held[:held_out_windows] if held_out_windows else held)
     facts = {}
-    for variant in variants:
+    configs = {variant: fdd.fdd_config(root, train, variant, size, spec["size"],
+                                       root / "_build" / f"eve-lora-{variant}-training") for variant in variants}
+    for variant, config in configs.items():
         component = f"eve-lora-{variant}"
-        config = fdd.fdd_config(root, train, variant, size, spec["size"], root / "_build" / f"{component}-training")
         facts[variant] = parts.done_facts(root, component)
         if facts[variant] is None:
             say(f"{variant}: `vedit train eve-lora` {size.steps} iterations x {size.batch} windows of {size.window} "
@@ -531,12 +532,12 @@ def fdd_command(root: Path, variants: list[str], quick: bool, held_out_windows: 
                               "sds_only_steps": config.sds_only_steps, "sds_weight": config.sds_weight}
             parts.write_done(root, component, facts[variant])
     say(f"teacher losses on {len(windows)} held-out windows x {len(fdd.LOSS_TIMESTEPS)} timesteps ...")
-    reference = fdd.fdd_config(root, train, "fdd", size, spec["size"], root / "_build" / "unused")
+    reference = configs.get("fdd") or fdd.fdd_config(root, train, "fdd", size, spec["size"],
+                                                     root / "_build" / "unused")
     losses = {"before training": fdd.teacher_losses(reference, windows, None)}
-    for variant in variants:
+    for variant, config in configs.items():
         lora = fdd.lora_folder(root, variant) / "pytorch_lora_weights.safetensors"
-        losses[variant] = fdd.teacher_losses(fdd.fdd_config(root, train, variant, size, spec["size"],
-                                                            root / "_build" / "unused"), windows, lora)
+        losses[variant] = fdd.teacher_losses(config, windows, lora)
     result = {"training": facts, "teacher_losses": losses, "held_out_windows": len(windows),
               "timesteps": list(fdd.LOSS_TIMESTEPS)}
     parts.write_done(root, "fdd-teacher-losses", result)

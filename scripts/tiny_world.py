@@ -331,7 +331,8 @@ def chosen_sizes(args) -> Sizes:
         taesd=replace(sizes.taesd, steps=args.taesd_steps or sizes.taesd.steps),
         teacher=replace(sizes.teacher, steps=args.teacher_steps or sizes.teacher.steps,
                         lr=args.teacher_lr or sizes.teacher.lr,
-                        snr_gamma=args.teacher_snr_gamma or sizes.teacher.snr_gamma))
+                        snr_gamma=args.teacher_snr_gamma or sizes.teacher.snr_gamma,
+                        block_out_channels=tuple(args.teacher_blocks or sizes.teacher.block_out_channels)))
 
 
 def build(root: Path, sizes: Sizes, quick: bool, videos: Path | None, budget_minutes: float, threads: int,
@@ -576,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("vae", "taesd", "teacher"):
         build_parser.add_argument(f"--{name}-steps", type=int, default=0, help=f"override the {name}'s training steps")
     build_parser.add_argument("--teacher-lr", type=float, default=0.0, help="override the teacher's learning rate")
+    build_parser.add_argument("--teacher-blocks", type=int, nargs="*", default=[],
+                              help="override the teacher's block widths (e.g. 16 32 64)")
     build_parser.add_argument("--teacher-snr-gamma", type=float, default=0.0,
                               help="Min-SNR-gamma weighting of the teacher's loss (0: none)")
     build_parser.add_argument("--students", nargs="*", default=[],

@@ -324,7 +324,8 @@ def quiet_libraries() -> None:
 
 
 def chosen_sizes(args) -> Sizes:
-    """QUICK or FULL, with any --vae-steps / --taesd-steps / --teacher-steps (and --teacher-lr) override."""
+    """QUICK or FULL, with any --vae-steps / --taesd-steps / --teacher-steps (and --teacher-lr, --teacher-blocks)
+    override."""
     sizes = QUICK if args.quick else FULL
     return replace(
         sizes, vae=replace(sizes.vae, steps=args.vae_steps or sizes.vae.steps),
@@ -378,7 +379,7 @@ def build(root: Path, sizes: Sizes, quick: bool, videos: Path | None, budget_min
     return 0
 
 
-def held_out_clips(root: Path, folder: Path, split: str = "held_out") -> list[Path]:
+def world_clips(root: Path, folder: Path, split: str = "held_out") -> list[Path]:
     """The world's held-out (or validation) clips found in `folder`, else every video in it (a user's own clips)."""
     names = json.loads((root / "tinyworld.json").read_text())["clips"][split]
     found = [find_clip(folder, name) for name in names]
@@ -392,7 +393,7 @@ def score_command(root: Path, clips: Path, json_output: bool, frames: int, work:
     options = Options(size=spec["size"], max_frames=frames, steps=args.steps, guidance_scale=args.guidance_scale,
                       image_guidance_scale=args.image_guidance_scale, threads=threads_for_this_machine(),
                       only=tuple(args.rows))
-    paths = held_out_clips(root, clips, args.split)
+    paths = world_clips(root, clips, args.split)
     if args.max_clips:
         paths = paths[: args.max_clips]
     if not paths:
@@ -417,7 +418,7 @@ def guidance_grid_command(root: Path, clips: Path, frames: int, json_output: boo
     torch.set_num_threads(threads_for_this_machine())
     quiet_libraries()
     size = json.loads((root / "tinyworld.json").read_text())["size"]
-    paths = held_out_clips(root, clips)[:1]
+    paths = world_clips(root, clips)[:1]
     source = clip_frames(paths[0], size, frames)
     instructions = [edit.instruction for edit in EDITS]
     say(f"guidance grid on {paths[0].name} ({len(source)} frames, {len(instructions)} instructions)")
@@ -442,7 +443,7 @@ def memory_loss_command(root: Path, clips: Path, frames: int, seeds: int, json_o
     torch.set_num_threads(threads_for_this_machine())
     quiet_libraries()
     spec = json.loads((root / "tinyworld.json").read_text())
-    streams = {path.stem: clip_frames(path, spec["size"], frames) for path in held_out_clips(root, clips)}
+    streams = {path.stem: clip_frames(path, spec["size"], frames) for path in world_clips(root, clips)}
     frames = min(len(s) for s in streams.values())  # every stream as long as the shortest held-out clip
     clip = sd_side.SdSideSize().memory_clip
     frames -= frames % clip

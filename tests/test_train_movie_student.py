@@ -195,7 +195,7 @@ def test_a_missing_teacher_is_one_line_naming_the_teacher(triplets, tmp_path):
 
 def test_the_first_stages_inherit_a_v_prediction_teachers_parameterisation(teacher_dir, triplets, tmp_path):
     """A teacher whose scheduler says v_prediction (the tiny world's): stages 1-2 regress v, so their students must
-    be saved, and sampled, as v; the one-step stage still predicts the clean latent."""
+    be saved, and sampled, as v."""
     import shutil
 
     from safetensors import safe_open

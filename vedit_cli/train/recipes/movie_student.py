@@ -229,7 +229,7 @@ class TeacherTrajectories:
             model_input = scheduler.scale_model_input(latents, timestep)
             inputs.append(model_input)
             steps.append(timestep.expand(len(chunk)))
-            eps = teacher.guided(model_input, timestep, image_latents, text, scales)
-            latents = scheduler.step(eps, timestep, latents).prev_sample
+            prediction = teacher.guided(model_input, timestep, image_latents, text, scales)
+            latents = scheduler.step(prediction, timestep, latents).prev_sample
         return {"model_inputs": torch.stack(inputs, dim=1), "timesteps": torch.stack(steps, dim=1).float(),
                 "image_latents": image_latents, "input_ids": input_ids, "scales": scales, "final": latents}

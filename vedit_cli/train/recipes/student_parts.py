@@ -88,8 +88,8 @@ class FrozenTeacher:
     @torch.no_grad()
     def guided(self, model_input: torch.Tensor, timesteps: torch.Tensor, image_latents: torch.Tensor,
                text: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-        """InstructPix2Pix's guided epsilon with per-sample scales [B, 2] = (s_I, s_T), one batched UNet call:
-        eps(0,0) + s_I (eps(I,0) - eps(0,0)) + s_T (eps(I,T) - eps(I,0))."""
+        """InstructPix2Pix's guided prediction (epsilon or v, as the teacher's) with per-sample scales [B, 2] =
+        (s_I, s_T), one batched UNet call: eps(0,0) + s_I (eps(I,0) - eps(0,0)) + s_T (eps(I,T) - eps(I,0))."""
         return guided_prediction(self.unet, model_input, timesteps, image_latents, text, self.null_text, scales)
 
 

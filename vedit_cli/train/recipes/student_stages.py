@@ -4,7 +4,7 @@
    for each of its three conditionings (instruction + image, image only, neither) drawn with equal chance, so
    that the teacher's guidance formula still works on it. x_t: the data's edited images, noised at t ~ U[0, 1000).
 2. guidance (Meng et al., arXiv 2210.03142, with MoViE's two scales): one conditional pass of the student, given
-   (s_I, s_T) through the guidance embedding, regresses the teacher's three-pass guided epsilon. x_t: the data's
+   (s_I, s_T) through the guidance embedding, regresses the teacher's three-pass guided prediction. x_t: the data's
    edited images noised at t ~ U[0, 1000), the distribution the teacher was trained on, so its targets are
    trustworthy at every t (teacher trajectories would only visit its sampler's 10 timesteps).
 3. onestep (MoViE Fig. 3): the student reads a state x_t of the guided teacher's own denoising trajectory

@@ -172,3 +172,38 @@ def test_a_refused_run_deletes_nothing_and_schedulers_are_checked(tmp_path):
         with pytest.raises(ConfigError, match="--" + next(iter(bad)).replace("_", "-")):
             train_pix2pix(config)
         assert (earlier / STATE_FILE).is_file()
+
+
+def test_cached_latents_equal_fresh_encodes_and_each_image_is_encoded_once():
+    from tests.tiny import tiny_vae
+    from vedit_cli.train.recipes.latent_cache import LatentCache
+
+    torch.manual_seed(0)
+    vae, cache = tiny_vae().eval(), LatentCache()
+    a, b, c = torch.rand(3, 3, 32, 32) * 2 - 1
+    for images in (torch.stack([a, b]), torch.stack([b, c, b]), torch.stack([b.flip(-1), a])):
+        mean, std = cache.posterior(vae, images)
+        with torch.no_grad():
+            fresh = vae.encode(images).latent_dist
+        assert torch.allclose(mean, fresh.mean, atol=1e-5) and torch.allclose(std, fresh.std, atol=1e-5)
+    assert (cache.misses, cache.hits) == (4, 3)  # a, b; c; b flipped is a new image
+
+
+def test_training_with_the_latent_cache_matches_training_without(sd15_base, triplets, tmp_path):
+    """8 triplets, batch 4, 3 steps: the third step's images all come from the cache."""
+    from vedit_cli.errors import ConfigError
+    from vedit_cli.train.config import Pix2PixConfig, TrainerConfig
+    from vedit_cli.train.recipes.pix2pix import train_pix2pix
+
+    torch.set_num_threads(1)
+    for name, cache in (("fresh", False), ("cached", True)):
+        trainer = TrainerConfig(learning_rate=1e-3, cpu=True, max_steps=3, batch_size=4)
+        train_pix2pix(Pix2PixConfig(base=sd15_base, data=triplets, output_dir=tmp_path / name, trainer=trainer,
+                                    resolution=32, random_resize=1.0, random_flip=True, cache_latents=cache))
+    losses = {name: [r["loss"] for r in read_log(tmp_path / f"{name}.training" / "log.jsonl") if r["event"] == "step"]
+              for name in ("fresh", "cached")}
+    assert len(losses["fresh"]) == 3 and losses["cached"] == pytest.approx(losses["fresh"], rel=1e-4)
+    assert max_difference(unet_weights(tmp_path / "cached"), unet_weights(tmp_path / "fresh")) < 1e-4
+    with pytest.raises(ConfigError, match="--cache-latents needs --random-resize 1"):
+        train_pix2pix(Pix2PixConfig(base=sd15_base, data=triplets, output_dir=tmp_path / "refused",
+                                    trainer=TrainerConfig(cpu=True), random_resize=1.125, cache_latents=True))

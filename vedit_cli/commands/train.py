@@ -54,6 +54,7 @@ def register(app: typer.Typer) -> None:
         random_flip: Annotated[bool, typer.Option(help="Flip source and edit together half the time.")] = P["random_flip"],
         conditioning_dropout: Annotated[float, typer.Option(help="Drop the text, the image, and both, each for this fraction of samples (the paper: 0.05).")] = P["conditioning_dropout"],
         snr_gamma: Annotated[float | None, typer.Option(help="Min-SNR-gamma loss weighting (e.g. 5; default: none, as the paper).", show_default=False)] = None,
+        cache_latents: Annotated[bool, typer.Option(help="Keep each distinct image's VAE latents in memory and skip its encode when it comes again (needs --random-resize 1; memory: two latents per image).")] = P["cache_latents"],
         source_column: Annotated[str | None, typer.Option(help="Source image column (default: original_image for parquet (input_image for fusing/instructpix2pix-1000-samples), source for CSV/JSONL).", show_default=False)] = None,
         instruction_column: Annotated[str | None, typer.Option(help="Instruction column (default: edit_prompt / instruction).", show_default=False)] = None,
         edited_column: Annotated[str | None, typer.Option(help="Edited image column (default: edited_image / edited).", show_default=False)] = None,
@@ -83,6 +84,7 @@ def register(app: typer.Typer) -> None:
             columns=TripletColumns(source_column, instruction_column, edited_column), resolution=resolution,
             random_resize=random_resize, random_flip=random_flip, conditioning_dropout=conditioning_dropout,
             validation_count=validation_count, overwrite=overwrite, snr_gamma=snr_gamma,
+            cache_latents=cache_latents,
         )
         main_process = int(os.environ.get("RANK", "0")) == 0
         with TrainingProgress(stderr_console(quiet or as_json or not main_process)) as progress:

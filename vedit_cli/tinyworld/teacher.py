@@ -73,7 +73,8 @@ def pix2pix_config(base: Path, frames_nhwc: np.ndarray, output: Path, size: Teac
     )
     return Pix2PixConfig(base=Path(base), data=FrameEditTriplets(frames_nhwc), output_dir=Path(output),
                          trainer=trainer, resolution=resolution, random_resize=1.0, random_flip=True,
-                         validation_count=0, overwrite=True, snr_gamma=size.snr_gamma)
+                         validation_count=0, overwrite=True, snr_gamma=size.snr_gamma,
+                         cache_latents=True)  # a fixed 64x64 crop: every image repeats, each encoded once
 
 
 def train_teacher(config, progress=None) -> Path:

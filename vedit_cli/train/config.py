@@ -96,6 +96,7 @@ class Pix2PixConfig:
     validation_steps: int = 10
     overwrite: bool = False
     snr_gamma: float | None = None
+    cache_latents: bool = False
 
     def work_dir(self) -> Path:
         return Path(self.trainer.work_dir or Path(self.output_dir).with_name(Path(self.output_dir).name + ".training"))

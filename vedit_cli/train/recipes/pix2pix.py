@@ -17,7 +17,9 @@ Pix2PixConfig fields (everything but `base`, `data` and `output_dir` has a defau
   paper), random_flip (True), conditioning_dropout (0.05: 5% text only, 5% image only, 5% both dropped, as the
   paper), validation_data (default: the first validation_count training samples), validation_count (4),
   validation_steps (10), overwrite (False: an existing output_dir is refused unless resuming), snr_gamma (None:
-  the paper's unweighted loss; e.g. 5: Min-SNR-gamma weighting, Hang et al. 2023, which converges faster).
+  the paper's unweighted loss; e.g. 5: Min-SNR-gamma weighting, Hang et al. 2023, which converges faster),
+  cache_latents (False: encode every image every step; True: keep each distinct image's VAE posterior in memory,
+  see vedit_cli.train.recipes.latent_cache; needs random_resize 1).
 Image latents are the unscaled `latent_dist.mode()` of the VAE, as StableDiffusionInstructPix2PixPipeline uses; the
 edited image's latents are sampled and scaled by the VAE's scaling factor; the loss is the noise-prediction MSE
 (v-prediction if the scheduler says so), as diffusers' examples/instruct_pix2pix/train_instruct_pix2pix.py.
@@ -37,6 +39,7 @@ from vedit_cli.errors import ConfigError, OutputError, WeightsMissingError
 from vedit_cli.train.config import Pix2PixConfig, TrainerConfig, TripletColumns  # noqa: F401 (the API)
 from vedit_cli.train.data.samples import BadSample
 from vedit_cli.train.data.triplets import open_triplets
+from vedit_cli.train.recipes.latent_cache import LatentCache
 from vedit_cli.train.randomness import SampleRandom
 from vedit_cli.train.trainer import Progress, train
 
@@ -51,6 +54,8 @@ def train_pix2pix(config: Pix2PixConfig, progress: Progress | None = None) -> Pa
     config.trainer.check()
     if config.snr_gamma is not None and config.snr_gamma <= 0:
         raise ConfigError(f"--snr-gamma must be above 0, got {config.snr_gamma}")
+    if config.cache_latents and config.random_resize != 1:
+        raise ConfigError("--cache-latents needs --random-resize 1: random crops never repeat, so nothing is reused")
     if not 0 <= config.conditioning_dropout <= 1 / 3:
         raise ConfigError(f"--conditioning-dropout must be between 0 and 1/3, got {config.conditioning_dropout}")
     output = Path(config.output_dir)
@@ -153,6 +158,7 @@ class Pix2PixRecipe:
         self.scheduler_config = json.loads((self.base / "scheduler" / "scheduler_config.json").read_text())
         self.noise_scheduler = DDPMScheduler.from_config(self.scheduler_config)
         self.model = load_unet(config, self.base)
+        self.latent_cache = LatentCache() if config.cache_latents else None
 
     # data (runs in DataLoader workers)
     def prepare_sample(self, raw: dict, seed: int) -> dict:
@@ -181,12 +187,12 @@ class Pix2PixRecipe:
         dropout = random.rand().to(self.device)
         timesteps = random.randint(self.noise_scheduler.config.num_train_timesteps).to(self.device)
         with torch.no_grad():
-            edited = self.vae.encode(batch["edited"].to(self.device, self.dtype)).latent_dist
-            # the conditioning image: unscaled mode(), as StableDiffusionInstructPix2PixPipeline.prepare_image_latents
-            image_latents = self.vae.encode(batch["source"].to(self.device, self.dtype)).latent_dist.mode()
+            edited_mean, edited_std = self.posterior(batch["edited"])
+            # the conditioning image: unscaled mode() (= the mean), as the InstructPix2Pix pipeline's image latents
+            image_latents = self.posterior(batch["source"])[0]
             text = self.text_encoder(batch["input_ids"].to(self.device))[0]
-        shape = edited.mean.shape[1:]
-        latents = (edited.mean + edited.std * random.randn(*shape).to(self.device, edited.mean.dtype))
+        shape = edited_mean.shape[1:]
+        latents = (edited_mean + edited_std * random.randn(*shape).to(self.device, edited_mean.dtype))
         latents = latents.float() * self.vae.config.scaling_factor
         noise = random.randn(*shape).to(self.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
@@ -199,6 +205,14 @@ class Pix2PixRecipe:
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
         loss = torch.nn.functional.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         return loss * self.snr_weights(timesteps) if self.config.snr_gamma else loss
+
+    def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VAE's latent mean and std of each image (served from the latent cache when it is on)."""
+        images = images.to(self.device, self.dtype)
+        if self.latent_cache is not None:
+            return self.latent_cache.posterior(self.vae, images)
+        posterior = self.vae.encode(images).latent_dist
+        return posterior.mean, posterior.std
 
     def snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
         """Min-SNR-gamma loss weights (Hang et al., arXiv 2303.09556), as diffusers' train_text_to_image.py

@@ -53,8 +53,8 @@ class Sizes:
 
 # FULL is sized to the 30-minute budget of a quiet 2-core machine (the probe's prediction, the teacher encoding each
 # image once through the recipe's latent cache; the README gives the measured build).
-FULL = Sizes(parts.AutoencoderSize(steps=1500, batch=32, lr=2e-3, crop=32), parts.AutoencoderSize(steps=250, batch=16),
-             teach.TeacherSize(steps=1200, batch=32, lr=1e-3), frames_per_clip=48)
+FULL = Sizes(parts.AutoencoderSize(steps=1200, batch=32, lr=2e-3, crop=32), parts.AutoencoderSize(steps=250, batch=16),
+             teach.TeacherSize(steps=1000, batch=32, lr=1e-3), frames_per_clip=48)
 QUICK = Sizes(parts.AutoencoderSize(steps=250, batch=16), parts.AutoencoderSize(steps=30, batch=8),
               teach.TeacherSize(steps=250, batch=16, lr=1e-3), frames_per_clip=8,
               students=learners.StudentSize(batch=4, mobile_steps=2, guidance_steps=2, onestep_steps=2,

@@ -251,15 +251,22 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(1.0 / max(mse(a, b), 1e-10)))
 
 
-def row_metrics(clips: list[Clip], outputs: dict) -> dict:
+def decoded_outputs(clips: list[Clip], outputs: dict) -> dict:
+    """{(clip, edit name): the output's frames (uint8 NHWC)}, each output decoded once."""
+    from vedit_cli.tinyworld.clips import clip_frames
+
+    sizes = {clip.name: clip.frames.shape[1] for clip in clips}
+    return {key: clip_frames(path, sizes[key[0]]) for key, path in outputs.items()}
+
+
+def row_metrics(clips: list[Clip], edited_frames: dict) -> dict:
     """PSNR to ground truth (mean over clip x edit), edit accuracy, warp error and flicker (evaluate's metrics)."""
     from vedit_cli.metrics.temporal import flicker, warp_error
-    from vedit_cli.tinyworld.clips import clip_frames
 
     psnrs, hits, warps, flickers = [], [], [], []
     for clip in clips:
         for edit in EDITS:
-            edited = clip_frames(outputs[(clip.name, edit.name)], clip.frames.shape[1])
+            edited = edited_frames[(clip.name, edit.name)]
             psnrs.append(psnr(edited, clip.truth[edit.name]))
             distances = {name: mse(edited, truth) for name, truth in clip.truth.items()}
             hits.append(min(distances, key=distances.get) == edit.name)
@@ -272,11 +279,9 @@ def row_metrics(clips: list[Clip], outputs: dict) -> dict:
             "per_edit_psnr": {edit.name: float(np.mean(psnrs[i::len(EDITS)])) for i, edit in enumerate(EDITS)}}
 
 
-def psnr_between(clips: list[Clip], outputs: dict, reference: dict) -> float:
-    """Mean PSNR (dB) of one row's outputs against another row's (the teacher's), over clip x edit."""
-    from vedit_cli.tinyworld.clips import clip_frames
-
-    values = [psnr(clip_frames(outputs[key], clip.frames.shape[1]), clip_frames(reference[key], clip.frames.shape[1]))
+def psnr_between(clips: list[Clip], edited_frames: dict, reference: dict) -> float:
+    """Mean PSNR (dB) of one row's decoded outputs against another row's (the teacher's), over clip x edit."""
+    values = [psnr(edited_frames[key], reference[key])
               for clip in clips for key in ((clip.name, edit.name) for edit in EDITS)]
     return float(np.mean(values))
 
@@ -293,10 +298,11 @@ def score(world: Path, clip_paths: list[Path], work: Path, options: Options, on_
             on_progress(f"{row.label}: vedit edit --backend {row.backend} on {len(clips)} clips x "
                         f"{len(EDITS) if row.per_instruction else 1} instructions")
         outputs, seconds_per_frame = run_row(row, clips, work / row.label.replace(" ", "_").replace(",", ""), options)
-        metrics = row_metrics(clips, outputs)
+        edited_frames = decoded_outputs(clips, outputs)
+        metrics = row_metrics(clips, edited_frames)
         if row.label == TEACHER_ROW:
-            teacher_outputs = outputs
-        agreement = psnr_between(clips, outputs, teacher_outputs) if teacher_outputs else None
+            teacher_outputs = edited_frames
+        agreement = psnr_between(clips, edited_frames, teacher_outputs) if teacher_outputs else None
         rows.append({"row": row.label, "backend": row.backend, **metrics, "psnr_to_teacher": agreement,
                      "unet_passes_per_frame": row.passes_per_frame, "seconds_per_frame": seconds_per_frame})
     return {"clips": [c.name for c in clips], "frames": [int(len(c.frames)) for c in clips],

@@ -27,9 +27,9 @@ class StudentSize:
     batch: int = 16
     lr: float = 5e-4
     mobile_steps: int = 300
-    guidance_steps: int = 500
-    onestep_steps: int = 500
-    trajectories: int = 1024
+    guidance_steps: int = 700
+    onestep_steps: int = 800
+    trajectories: int = 1536
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,9 @@ def build_variant(world: Path, variant: Variant, data, size: StudentSize, resolu
     world = Path(world)
     config = student_config(world, variant, data, size, resolution)
     if variant.reuse is not None:
-        _reuse_chain(world, variant)
+        _link_guidance_stage(world, variant)
+    if variant.name:
+        _copy_trajectories(world, HEADLINE.name, variant.name)
     folder = variant_weights_dir(world, variant)
     _link_teacher(world, folder)
     if variant.stages:
@@ -96,12 +98,18 @@ def build_variant(world: Path, variant: Variant, data, size: StudentSize, resolu
     return folder
 
 
-def _reuse_chain(world: Path, variant: Variant) -> None:
-    """Link the reused chain's stage-2 folder (and copy its trajectory cache) into this variant's work folder."""
+def _link_guidance_stage(world: Path, variant: Variant) -> None:
+    """Link the reused chain's stage-2 folder into this variant's work folder."""
     source, target = chain_dir(world, variant.reuse), chain_dir(world, variant.name)
     target.mkdir(parents=True, exist_ok=True)
     if not (target / "guidance").exists():
         (target / "guidance").symlink_to(source / "guidance", target_is_directory=True)
+
+
+def _copy_trajectories(world: Path, source_chain: str, target_chain: str) -> None:
+    """The teacher's trajectories do not depend on the student: every chain starts from the first chain's cache
+    (the recipe recomputes it if its fingerprint (teacher, count, scales, seed, data) differs)."""
+    source, target = chain_dir(world, source_chain), chain_dir(world, target_chain)
     cache = source / "onestep" / "trajectories.safetensors"
     if cache.is_file() and not (target / "onestep" / cache.name).is_file():
         (target / "onestep").mkdir(parents=True, exist_ok=True)

@@ -53,9 +53,12 @@ class Sizes:
 
 # FULL is sized to the 30-minute budget of a quiet 2-core machine (the probe's prediction, the teacher encoding each
 # image once through the recipe's latent cache; the README gives the measured build).
-FULL = Sizes(parts.AutoencoderSize(steps=1200, batch=32, lr=2e-3, crop=32), parts.AutoencoderSize(steps=250, batch=16),
+FULL = Sizes(parts.AutoencoderSize(steps=1200, batch=32, lr=2e-3, crop=32),
+             parts.AutoencoderSize(steps=500, batch=32, lr=2e-3, crop=32),
              teach.TeacherSize(steps=1000, batch=32, lr=1e-3), frames_per_clip=48)
-QUICK = Sizes(parts.AutoencoderSize(steps=250, batch=16), parts.AutoencoderSize(steps=30, batch=8),
+# QUICK's autoencoder trains on 32x32 crops (a step costs a third of a whole frame's) so the CI-sized teacher's build
+# (tests/test_tiny_world.py, CI_TEACHER) fits its 5 minutes; README "Tiny world" gives the measured build.
+QUICK = Sizes(parts.AutoencoderSize(steps=200, batch=16, lr=2e-3, crop=32), parts.AutoencoderSize(steps=30, batch=8),
               teach.TeacherSize(steps=250, batch=16, lr=1e-3), frames_per_clip=8,
               students=learners.StudentSize(batch=4, mobile_steps=2, guidance_steps=2, onestep_steps=2,
                                             trajectories=8),
@@ -348,13 +351,14 @@ def quiet_libraries() -> None:
 
 
 def chosen_sizes(args) -> Sizes:
-    """QUICK or FULL, with any --vae-steps / --taesd-steps / --teacher-steps (and --teacher-lr, --teacher-blocks)
-    override."""
+    """QUICK or FULL, with any --{vae,taesd,teacher}-{steps,batch}, --teacher-lr, --teacher-blocks override."""
     sizes = QUICK if args.quick else FULL
     return replace(
-        sizes, vae=replace(sizes.vae, steps=args.vae_steps or sizes.vae.steps),
-        taesd=replace(sizes.taesd, steps=args.taesd_steps or sizes.taesd.steps),
+        sizes, vae=replace(sizes.vae, steps=args.vae_steps or sizes.vae.steps, batch=args.vae_batch or sizes.vae.batch),
+        taesd=replace(sizes.taesd, steps=args.taesd_steps or sizes.taesd.steps,
+                      batch=args.taesd_batch or sizes.taesd.batch),
         teacher=replace(sizes.teacher, steps=args.teacher_steps or sizes.teacher.steps,
+                        batch=args.teacher_batch or sizes.teacher.batch,
                         lr=args.teacher_lr or sizes.teacher.lr,
                         snr_gamma=args.teacher_snr_gamma or sizes.teacher.snr_gamma,
                         block_out_channels=tuple(args.teacher_blocks or sizes.teacher.block_out_channels)))
@@ -601,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("--threads", type=int, default=0, help="torch threads (0: 2, or 1 on a busy machine)")
     for name in ("vae", "taesd", "teacher"):
         build_parser.add_argument(f"--{name}-steps", type=int, default=0, help=f"override the {name}'s training steps")
+        build_parser.add_argument(f"--{name}-batch", type=int, default=0, help=f"override the {name}'s batch size")
     build_parser.add_argument("--teacher-lr", type=float, default=0.0, help="override the teacher's learning rate")
     build_parser.add_argument("--teacher-blocks", type=int, nargs="*", default=[],
                               help="override the teacher's block widths (e.g. 16 32 64)")
@@ -623,7 +628,8 @@ def main(argv: list[str] | None = None) -> int:
     score_parser.add_argument("--image-guidance-scale", type=float, default=scoring.WORLD_IMAGE_GUIDANCE_SCALE,
                               help="movie rows' s_I (default: tuned on the validation clip)")
     score_parser.add_argument("--work", type=Path, default=None, help="folder for the scored outputs")
-    score_parser.add_argument("--rows", nargs="*", default=[], help="only rows whose label contains one of these")
+    score_parser.add_argument("--rows", nargs="*", default=[], help="only rows whose label contains one of these,"
+                              " or equals one given as =LABEL")
     score_parser.add_argument("--split", choices=("held_out", "validation"), default="held_out",
                               help="which of the world's clips to score (validation: for tuning, e.g. the scales)")
     grid_parser = commands.add_parser("guidance-grid", help="teacher vs student distance from the source over (s_T, s_I)")

@@ -49,7 +49,16 @@ def test_world_spec_splits_are_disjoint():
 
 # The CI-sized teacher: the quick world's autoencoders and a narrower teacher (blocks 16/32/64, 600 steps x 16): the
 # teacher trains in 3.4 minutes on 2 quiet CPU cores and scored +1.25 dB over identity on cat-in-the-sun (README).
-CI_TEACHER = ("--teacher-steps", "600", "--teacher-blocks", "16", "32", "64")
+def test_score_rows_are_picked_by_part_of_their_label_or_exactly_with_an_equals_sign():
+    from vedit_cli.tinyworld.score import wanted
+
+    assert wanted("movie teacher, TAESD", ("movie teacher",)) and wanted("movie teacher", ("=movie teacher",))
+    assert not wanted("movie teacher, TAESD", ("=movie teacher",)) and not wanted("eve + FDD LoRA", ("movie",))
+
+
+# the narrow teacher's 500 steps at lr 3e-3 beat 600 at 1e-3 or 2e-3 and 400 at 4e-3 on this clip (README "Tiny
+# world"); with QUICK's autoencoder the whole build measured 4.7 minutes on 2 cores
+CI_TEACHER = ("--teacher-steps", "500", "--teacher-lr", "3e-3", "--teacher-blocks", "16", "32", "64")
 
 
 @pytest.mark.skipif(not VIDEOS.is_dir(), reason="needs ../shared/videos")
@@ -61,7 +70,7 @@ def test_a_ci_sized_teacher_beats_identity_on_a_held_out_clip(tmp_path):
                             "none", *CI_TEACHER], capture_output=True, text=True, timeout=900)
     assert built.returncode == 0, built.stderr[-3000:]
     scored = subprocess.run([sys.executable, str(SCRIPT), "score", str(world), "--clips", str(VIDEOS), "--json",
-                             "--frames", "4", "--max-clips", "1", "--rows", "movie teacher"],
+                             "--frames", "4", "--max-clips", "1", "--rows", "=movie teacher", "random weights"],
                             capture_output=True, text=True, timeout=600)
     assert scored.returncode == 0, scored.stderr[-3000:]
     rows = {row["row"]: row for row in json.loads(scored.stdout)["rows"]}

@@ -53,7 +53,8 @@ class Options:
     image_guidance_scale: float = WORLD_IMAGE_GUIDANCE_SCALE
     seed: int = 0
     threads: int = 2  # OMP_NUM_THREADS of each vedit edit run (1 on a busy machine: see scripts/tiny_world.py)
-    only: tuple[str, ...] = ()  # score only the rows whose label contains one of these (identity always)
+    # score only the rows whose label contains one of these or is one given as "=label" (identity always)
+    only: tuple[str, ...] = ()
 
 
 @dataclass
@@ -286,13 +287,18 @@ def psnr_between(clips: list[Clip], edited_frames: dict, reference: dict) -> flo
     return float(np.mean(values))
 
 
+def wanted(label: str, only: tuple[str, ...]) -> bool:
+    """Does one of `only` pick this row: "=label" names it exactly, anything else is a part of its label."""
+    return any(label == part[1:] if part.startswith("=") else part in label for part in only)
+
+
 def score(world: Path, clip_paths: list[Path], work: Path, options: Options, on_progress=None) -> dict:
     """Every row's metrics on `clip_paths`; `on_progress(message)` hears each stage."""
     work = Path(work)
     clips = [prepare_clip(path, work / "sources", options) for path in clip_paths]
     rows, teacher_outputs = [truth_row(clips)], None
     for row in plan_rows(world, options):
-        if options.only and row.backend != "copy" and not any(part in row.label for part in options.only):
+        if options.only and row.backend != "copy" and not wanted(row.label, options.only):
             continue
         if on_progress:
             on_progress(f"{row.label}: vedit edit --backend {row.backend} on {len(clips)} clips x "

@@ -53,8 +53,7 @@ class Sizes:
 
 # FULL is sized to the 30-minute budget of a quiet 2-core machine (the probe's prediction, the teacher encoding each
 # image once through the recipe's latent cache; the README gives the measured build).
-FULL = Sizes(parts.AutoencoderSize(steps=1200, batch=32, lr=2e-3, crop=32),
-             parts.AutoencoderSize(steps=500, batch=32, lr=2e-3, crop=32),
+FULL = Sizes(parts.AutoencoderSize(steps=1200, batch=32, lr=2e-3, crop=32), parts.AutoencoderSize(steps=250, batch=16),
              teach.TeacherSize(steps=1000, batch=32, lr=1e-3), frames_per_clip=48)
 # QUICK's autoencoder trains on 32x32 crops (a step costs a third of a whole frame's) so the CI-sized teacher's build
 # (tests/test_tiny_world.py, CI_TEACHER) fits its 5 minutes; README "Tiny world" gives the measured build.
@@ -307,11 +306,8 @@ def encode_seconds_per_image(vae, images: torch.Tensor) -> float:
 
 
 def teacher_images(size: teach.TeacherSize, frames: int) -> int:
-    """Distinct images the teacher's training meets: each frame and each of its edits, both ways round (the flip),
-    at most two per sample drawn."""
-    from vedit_cli.tinyworld.edits import EDITS
-
-    return min(frames * (1 + len(EDITS)) * 2, 2 * size.steps * size.batch)
+    """Distinct images the teacher's training meets: its triplets' distinct images, at most two per sample drawn."""
+    return min(teach.FrameEditTriplets.distinct_images(frames), 2 * size.steps * size.batch)
 
 
 def with_sizes(rows: list[dict], sizes: Sizes, frames: int) -> list[dict]:

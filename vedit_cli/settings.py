@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from vedit_cli.config import ModelConfig, sampling_defaults
+from vedit_cli.config import ModelConfig, TrainedSchedule, sampling_defaults
 from vedit_cli.hardware import Hardware, resolve_hardware
 
 
@@ -23,9 +23,13 @@ class ResolvedRun:
     model: ModelConfig  # the request, with backend defaults filled in (steps, guidance_scale never None)
     mode: str | None  # movie: "teacher" or "student"; None for backends without modes
     spacing: str | None  # timestep spacing (None: the checkpoint's scheduler config)
-    trained_steps: int | None  # the step count a distilled model was trained for (None: not a distilled model)
+    trained: TrainedSchedule | None  # how a distilled model was trained to be sampled (None: not a distilled model)
     weights_dir: Path | None  # None for backends without checkpoints
     hardware: Hardware
+
+    @property
+    def trained_steps(self) -> int | None:
+        return self.trained.steps if self.trained else None
 
     @property
     def backend(self) -> str:
@@ -89,6 +93,6 @@ def resolve_run(model: ModelConfig, hardware: Hardware | None = None, random_wei
     else:
         spacing = None
     hardware = hardware or resolve_hardware(model.device, model.dtype)
-    return ResolvedRun(model=model, mode=mode, spacing=spacing, trained_steps=trained.steps if trained else None,
+    return ResolvedRun(model=model, mode=mode, spacing=spacing, trained=trained,
                        weights_dir=weights_dir, hardware=hardware)
 

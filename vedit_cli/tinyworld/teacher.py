@@ -60,6 +60,12 @@ class FrameEditTriplets:
     def describe(self, index: int) -> str:
         return f"frame {index // len(EDITS)}, edit {EDITS[index % len(EDITS)].name}"
 
+    @staticmethod
+    def distinct_images(frames: int) -> int:
+        """Distinct images these triplets hold over `frames` frames: each frame and each of its edits, both ways round
+        (the recipe's random flip): what the latent cache encodes once each."""
+        return frames * (1 + len(EDITS)) * 2
+
 
 def pix2pix_config(base: Path, frames_nhwc: np.ndarray, output: Path, size: TeacherSize, resolution: int,
                    steps: int | None = None, work_dir: Path | None = None):

@@ -72,7 +72,7 @@ class MovieEditor(Editor):
     @classmethod
     def from_run(cls, run: ResolvedRun) -> "MovieEditor":
         """Load from `<weights_dir>/instruct-pix2pix` (+ `taesd`, + `movie-student`), safetensors only."""
-        from vedit_cli.backends.movie.student import load_student_unet, trained_schedule
+        from vedit_cli.backends.movie.student import load_student_unet
 
         config, mode, weights_dir, dtype = run.model, run.mode, run.weights_dir, run.dtype
         root = loading.require_instruct_pix2pix(weights_dir)
@@ -83,7 +83,7 @@ class MovieEditor(Editor):
         tokenizer, text_encoder = loading.load_text_path(root, weights_dir, dtype)
         scheduler = loading.load_scheduler(root, weights_dir, run.spacing)
         if mode == "student":  # the student's output may be the clean latent (the one-step recipe), not epsilon
-            scheduler = loading.with_prediction_type(scheduler, trained_schedule(weights_dir).prediction_type)
+            scheduler = loading.with_prediction_type(scheduler, run.trained.prediction_type)
         components = MovieComponents(
             unet=unet, autoencoder=loading.load_autoencoder(vae_kind, root, weights_dir, dtype),
             text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,

@@ -609,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
                               help="Min-SNR-gamma weighting of the teacher's loss (0: none)")
     build_parser.add_argument("--students", nargs="*", default=[],
                               help="student variants to build (headline, guidance-only, no-adversarial, "
-                                   "no-top-attention, stock; default: all; 'none': no students)")
+                                   "no-top-attention, stock, taesd-decoder; default: all; 'none': no students)")
     build_parser.add_argument("--no-sd", action="store_true",
                               help="skip the Stable Diffusion side (sd15, LCM-LoRA, ControlNet, motion adapter)")
     score_parser = commands.add_parser("score", help="score every backend/mode with weights in DIR")

@@ -212,3 +212,62 @@ def test_the_first_stages_inherit_a_v_prediction_teachers_parameterisation(teach
         assert changed
         with safe_open(str(recipe.save(recipe.model) / EMBEDDING_FILE), framework="pt") as handle:
             assert handle.metadata()["prediction_type"] == "v_prediction", stage
+
+
+def test_the_decoder_term_trains_the_student_through_a_frozen_taesd(teacher_dir, triplets, tmp_path):
+    """--decoder-weight: the one-step stage adds |TAESD(x0_student) - VAE(x0_teacher)|^2; the student learns from
+    it, TAESD (and the teacher's VAE) stay as they are, and the loss grows by the term."""
+    taesd_dir = tiny.save_taesd(tmp_path / "taesd")
+    config = _config(teacher_dir, triplets, tmp_path / "work", decoder=taesd_dir, decoder_weight=1.0)
+    for stage in ("mobile", "guidance"):  # the one-step stage starts from the stage-2 student
+        _recipe_step(stage, config)
+    recipe, changed, teacher_changed, losses = _recipe_step("onestep", config)
+    decoder = recipe.model.decoder
+    assert decoder is not None and not teacher_changed
+    assert any(name.startswith("student.") for name in changed)
+    assert not any(name.startswith("decoder.") for name in changed)
+    assert recipe.last_terms["decoder"].min() > 0
+    plain = dataclasses.replace(config, decoder_weight=0.0, trainer=dataclasses.replace(config.trainer,
+                                                                                          work_dir=tmp_path / "plain"))
+    for stage in ("mobile", "guidance"):
+        _recipe_step(stage, plain)
+    recipe_plain, _, _, plain_losses = _recipe_step("onestep", plain)
+    assert recipe_plain.model.decoder is None and "decoder" not in recipe_plain.last_terms
+    assert losses[0] > plain_losses[0]
+
+
+def test_the_decoder_term_is_zero_when_the_decoders_agree_on_the_same_latent():
+    from types import SimpleNamespace
+
+    from vedit_cli.train.recipes.student_stages import PixelDecoderTerm
+
+    class Decoder(torch.nn.Module):  # latents * `scale` through one shared conv, in [-1, 1]
+        def __init__(self, conv, scale):
+            super().__init__()
+            self.conv, self.scale = conv, scale
+
+        def decode(self, latents):
+            return SimpleNamespace(sample=torch.tanh(self.conv(latents * self.scale)))
+
+    conv = torch.nn.Conv2d(4, 3, 3, padding=1)
+    # the teacher's VAE reads latents / scaling_factor (0.5): scaled back by 0.5 it is TAESD's decoder exactly
+    term = PixelDecoderTerm(Decoder(conv, 1.0), Decoder(conv, 0.5), 0.5)
+    latents = torch.randn(2, 4, 8, 8)
+    assert term(latents, latents).abs().max() < 1e-10
+    assert term(latents, latents + 0.5).min() > 0
+    x0 = latents.clone().requires_grad_(True)
+    term(x0, latents + 0.5).sum().backward()
+    assert x0.grad.abs().sum() > 0 and conv.weight.grad is None  # gradients reach the latent, not the decoder
+
+
+def test_a_decoder_weight_without_a_decoder_or_a_missing_taesd_is_one_line(teacher_dir, triplets, tmp_path):
+    from vedit_cli.errors import ConfigError, WeightsMissingError
+    from vedit_cli.train.config import MovieStudentConfig
+
+    with pytest.raises(ConfigError, match="--decoder"):
+        MovieStudentConfig(teacher=tmp_path, data=tmp_path, output_dir=tmp_path / "o", decoder_weight=1.0).check()
+    config = _config(teacher_dir, triplets, tmp_path / "work", decoder=tmp_path / "absent", decoder_weight=1.0)
+    for stage in ("mobile", "guidance"):
+        _recipe_step(stage, config)
+    with pytest.raises(WeightsMissingError, match="--decoder .*absent"):
+        _recipe_step("onestep", config)

@@ -130,6 +130,8 @@ def register_movie_student(train_app: typer.Typer) -> None:
         noise_fraction: Annotated[float, typer.Option(help="Share of one-step samples at the trajectory's first state (pure noise).")] = S["noise_fraction"],
         distillation_weight: Annotated[float, typer.Option(help="Weight of |x0_student - x0_teacher|^2 in the one-step stage.")] = S["distillation_weight"],
         adversarial_weight: Annotated[float, typer.Option(help="Weight of the adversarial generator term (0: the no-adversarial ablation).")] = S["adversarial_weight"],
+        decoder: Annotated[Path | None, typer.Option(help="TAESD folder (AutoencoderTiny, diffusers layout) the student ships with, for --decoder-weight.", show_default=False)] = None,
+        decoder_weight: Annotated[float, typer.Option(help="Weight of |TAESD(x0_student) - VAE(x0_teacher)|^2 in pixels, in the one-step stage (0: none).")] = S["decoder_weight"],
         source_column: Annotated[str | None, typer.Option(help="Source image column.", show_default=False)] = None,
         instruction_column: Annotated[str | None, typer.Option(help="Instruction column.", show_default=False)] = None,
         edited_column: Annotated[str | None, typer.Option(help="Edited image column.", show_default=False)] = None,
@@ -159,7 +161,8 @@ def register_movie_student(train_app: typer.Typer) -> None:
             columns=TripletColumns(source_column, instruction_column, edited_column),
             text_scale_range=tuple(text_scale_range), image_scale_range=tuple(image_scale_range),
             teacher_steps=teacher_steps, trajectories=trajectories, noise_fraction=noise_fraction,
-            distillation_weight=distillation_weight, adversarial_weight=adversarial_weight, overwrite=overwrite,
+            distillation_weight=distillation_weight, adversarial_weight=adversarial_weight, decoder=decoder,
+            decoder_weight=decoder_weight, overwrite=overwrite,
         )
         _run_training(train_movie_student, config, "movie-student", as_json, quiet)
 

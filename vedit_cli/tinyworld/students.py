@@ -7,7 +7,8 @@ headline student, which is `<world>/movie-student`):
 - guidance-only: the headline chain's stage-2 student (10 steps x 1 pass), no extra training;
 - no-adversarial: the one-step stage again from the same stage-2 student with adversarial weight 0;
 - no-top-attention: MoViE's cut alone (without vedit's further cut), all stages;
-- stock: the teacher's own architecture (no mobile stage), guidance -> onestep.
+- stock: the teacher's own architecture (no mobile stage), guidance -> onestep;
+- taesd-decoder: the one-step stage again from the same stage-2 student, with the pixel term through the world's TAESD.
 Shared stages are trained once: the ablations reuse the headline chain's work folders (and its trajectory cache).
 """
 
@@ -40,6 +41,7 @@ class Variant:
     adversarial_weight: float = 0.1
     stages: tuple[str, ...] = ("mobile", "guidance", "onestep")
     reuse: str | None = None  # the chain whose earlier stages this variant starts from
+    decoder_weight: float = 0.0  # the one-step stage's pixel term through the world's TAESD (0: none)
 
 
 HEADLINE = Variant("", "movie student (mobile, 1 step)", "mobile")
@@ -51,6 +53,8 @@ VARIANTS = (
             reuse=""),
     Variant("no-top-attention", "movie student, no further cut (no-top-attention, 1 step)", "no-top-attention"),
     Variant("stock", "movie student, stock width (1 step)", "stock", stages=("guidance", "onestep")),
+    Variant("taesd-decoder", "movie student, TAESD-decoder term (mobile, 1 step)", "mobile", stages=("onestep",),
+            reuse="", decoder_weight=1.0),
 )
 
 
@@ -73,7 +77,8 @@ def student_config(world: Path, variant: Variant, data, size: StudentSize, resol
         output_dir=variant_weights_dir(world, variant) / "movie-student", trainer=trainer,
         architecture=variant.architecture, mobile_steps=size.mobile_steps, guidance_steps=size.guidance_steps,
         onestep_steps=size.onestep_steps, trajectories=size.trajectories, resolution=resolution, random_resize=1.0,
-        adversarial_weight=variant.adversarial_weight, overwrite=True)
+        adversarial_weight=variant.adversarial_weight, decoder=Path(world) / "taesd",
+        decoder_weight=variant.decoder_weight, overwrite=True)
 
 
 def build_variant(world: Path, variant: Variant, data, size: StudentSize, resolution: int, progress=None) -> Path:

@@ -131,6 +131,8 @@ class MovieStudentConfig:
     distillation_weight: float = 1.0
     adversarial_weight: float = 0.1
     discriminator_max_timestep: int = 750
+    decoder: Path | None = None  # a TAESD folder (AutoencoderTiny, diffusers layout) for the decoder term
+    decoder_weight: float = 0.0  # weight of |TAESD(x0_student) - VAE(x0_teacher)|^2 in pixels (0: no decoder term)
     overwrite: bool = False
 
     def work_dir(self) -> Path:
@@ -155,6 +157,8 @@ class MovieStudentConfig:
             raise ConfigError("--teacher-steps and --trajectories must be at least 1")
         if self.distillation_weight < 0 or self.adversarial_weight < 0:
             raise ConfigError("--distillation-weight and --adversarial-weight must not be negative")
+        if self.decoder_weight < 0 or (self.decoder_weight > 0 and self.decoder is None):
+            raise ConfigError("--decoder-weight must not be negative, and above 0 it needs --decoder (a TAESD folder)")
         if self.distillation_weight == 0 and self.adversarial_weight == 0:
             raise ConfigError("the one-step stage needs a loss: --distillation-weight or --adversarial-weight above 0")
 

@@ -22,6 +22,9 @@ MovieStudentConfig fields (everything but teacher, data and output_dir has a def
 - noise_fraction (0.5): share of one-step samples taken at the trajectory's first state (pure noise: the recipe's
   one step); distillation_weight (1), adversarial_weight (0.1; 0 = the "no adversarial term" ablation),
   discriminator_max_timestep (750): the discriminator sees both latents noised at t ~ U[0, this).
+- decoder (a TAESD folder), decoder_weight (0: off): a pixel term in the one-step stage, the student's latent decoded
+  by that TAESD (frozen, gradients flow through it) against the teacher's final latent decoded by the teacher's VAE:
+  it trains the student for the tiny autoencoder it is shown through (student_stages.PixelDecoderTerm).
 """
 
 from __future__ import annotations

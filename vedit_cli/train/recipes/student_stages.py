@@ -115,14 +115,47 @@ class GuidanceStage(_TripletStage):
                             architecture=self.architecture)
 
 
+class PixelDecoderTerm(torch.nn.Module):
+    """The student's one-step latent decoded by the tiny autoencoder it ships with (TAESD, frozen; gradients flow
+    through it) against the teacher's final latent decoded by the teacher's own VAE: what `vedit edit` shows against
+    what the teacher shows. Per-sample MSE in pixels ([-1, 1])."""
+
+    def __init__(self, taesd, vae, scaling_factor: float):
+        super().__init__()
+        self.taesd, self.vae, self.scaling_factor = taesd.requires_grad_(False).eval(), vae, scaling_factor
+
+    def forward(self, x0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            wanted = self.vae.decode(target / self.scaling_factor).sample.clamp(-1, 1)
+        shown = self.taesd.decode(x0).sample  # TAESD reads the UNet's (scaled) latents as they are
+        return F.mse_loss(shown.float(), wanted.float(), reduction="none").mean(dim=(1, 2, 3))
+
+
+def load_decoder_term(config, teacher: FrozenTeacher) -> PixelDecoderTerm | None:
+    """The decoder term when config.decoder_weight is above 0 (config.decoder: a TAESD folder, safetensors)."""
+    if not config.decoder_weight:
+        return None
+    from diffusers import AutoencoderTiny
+
+    from vedit_cli.errors import WeightsMissingError
+
+    try:
+        taesd = AutoencoderTiny.from_pretrained(str(config.decoder), use_safetensors=True, local_files_only=True)
+    except (OSError, EnvironmentError) as error:
+        raise WeightsMissingError(f"--decoder {config.decoder}: cannot load a TAESD (AutoencoderTiny) folder as "
+                                  f"safetensors ({error})") from error
+    return PixelDecoderTerm(taesd, teacher.vae, teacher.scaling_factor)
+
+
 class StudentWithHeads(torch.nn.Module):
     """The one-step stage's trained module: the student UNet and the discriminator's heads. Its forward returns
     the per-sample loss, so that DDP sees one forward per step."""
 
-    def __init__(self, student_unet, discriminator, noise_scheduler, config):
+    def __init__(self, student_unet, discriminator, noise_scheduler, config, decoder=None):
         super().__init__()
         self.student, self.discriminator = student_unet, discriminator
         self.noise_scheduler, self.config = noise_scheduler, config
+        self.decoder = decoder  # PixelDecoderTerm or None
 
     def forward(self, batch: dict, disc_timesteps, disc_noise) -> tuple[torch.Tensor, dict]:
         from vedit_cli.train.recipes.discriminator import hinge_losses
@@ -135,6 +168,10 @@ class StudentWithHeads(torch.nn.Module):
         distillation = F.mse_loss(x0.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         loss = c.distillation_weight * distillation
         terms = {"distillation": distillation.detach()}
+        if self.decoder is not None:
+            decoded = self.decoder(x0, target)
+            loss = loss + c.decoder_weight * decoded
+            terms["decoder"] = decoded.detach()
         if c.adversarial_weight > 0:
             disc = self.discriminator
             fake = disc.features(self.noise_scheduler.add_noise(x0, disc_noise, disc_timesteps), image_latents,
@@ -161,7 +198,7 @@ class OneStepStage:
         self.architecture = architecture
         self.noise_scheduler = DDPMScheduler.from_config(teacher.scheduler_config)
         self.model = StudentWithHeads(student_unet, TeacherFeatureDiscriminator(teacher.unet), self.noise_scheduler,
-                                      config)
+                                      config, load_decoder_term(config, teacher))
         if config.adversarial_weight == 0:  # the ablation: unused heads would stall DDP's gradient reduction
             self.model.discriminator.requires_grad_(False)
 

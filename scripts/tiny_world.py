@@ -601,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("--threads", type=int, default=0, help="torch threads (0: 2, or 1 on a busy machine)")
     for name in ("vae", "taesd", "teacher"):
         build_parser.add_argument(f"--{name}-steps", type=int, default=0, help=f"override the {name}'s training steps")
-        build_parser.add_argument(f"--{name}-batch", type=int, default=0, help=f"override the {name}'s batch size")
+        build_parser.add_argument(f"--{name}-batch", type=int, default=0, help=f"override the {name}'s batch size (0: the --quick or full size)")
     build_parser.add_argument("--teacher-lr", type=float, default=0.0, help="override the teacher's learning rate")
     build_parser.add_argument("--teacher-blocks", type=int, nargs="*", default=[],
                               help="override the teacher's block widths (e.g. 16 32 64)")
@@ -625,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
                               help="movie rows' s_I (default: tuned on the validation clip)")
     score_parser.add_argument("--work", type=Path, default=None, help="folder for the scored outputs")
     score_parser.add_argument("--rows", nargs="*", default=[], help="only rows whose label contains one of these,"
-                              " or equals one given as =LABEL")
+                              " or equals one given as =LABEL (quote labels: --rows \"=movie teacher\")")
     score_parser.add_argument("--split", choices=("held_out", "validation"), default="held_out",
                               help="which of the world's clips to score (validation: for tuning, e.g. the scales)")
     grid_parser = commands.add_parser("guidance-grid", help="teacher vs student distance from the source over (s_T, s_I)")

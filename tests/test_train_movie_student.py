@@ -221,11 +221,13 @@ def test_the_decoder_term_trains_the_student_through_a_frozen_taesd(teacher_dir,
     config = _config(teacher_dir, triplets, tmp_path / "work", decoder=taesd_dir, decoder_weight=1.0)
     for stage in ("mobile", "guidance"):  # the one-step stage starts from the stage-2 student
         _recipe_step(stage, config)
+    taesd_before = {name: p.detach().clone() for name, p in tiny.tiny_taesd().named_parameters()}
     recipe, changed, teacher_changed, losses = _recipe_step("onestep", config)
     decoder = recipe.model.decoder
     assert decoder is not None and not teacher_changed
     assert any(name.startswith("student.") for name in changed)
-    assert not any(name.startswith("decoder.") for name in changed)
+    assert all(torch.equal(taesd_before[name], p) for name, p in decoder.taesd.named_parameters())
+    assert not any("decoder" in name for name in recipe.model.state_dict())  # never saved with the checkpoints
     assert recipe.last_terms["decoder"].min() > 0
     plain = dataclasses.replace(config, decoder_weight=0.0, trainer=dataclasses.replace(config.trainer,
                                                                                           work_dir=tmp_path / "plain"))
@@ -234,6 +236,9 @@ def test_the_decoder_term_trains_the_student_through_a_frozen_taesd(teacher_dir,
     recipe_plain, _, _, plain_losses = _recipe_step("onestep", plain)
     assert recipe_plain.model.decoder is None and "decoder" not in recipe_plain.last_terms
     assert losses[0] > plain_losses[0]
+    # both started from the same stage-2 student: the decoder term moved this one elsewhere
+    plain_student = dict(recipe_plain.model.student.named_parameters())
+    assert any(not torch.equal(p, plain_student[name]) for name, p in recipe.model.student.named_parameters())
 
 
 def test_the_decoder_term_is_zero_when_the_decoders_agree_on_the_same_latent():
@@ -244,7 +249,7 @@ def test_the_decoder_term_is_zero_when_the_decoders_agree_on_the_same_latent():
     class Decoder(torch.nn.Module):  # latents * `scale` through one shared conv, in [-1, 1]
         def __init__(self, conv, scale):
             super().__init__()
-            self.conv, self.scale = conv, scale
+            self.conv, self.scale, self.config = conv, scale, SimpleNamespace(scaling_factor=1.0)
 
         def decode(self, latents):
             return SimpleNamespace(sample=torch.tanh(self.conv(latents * self.scale)))
@@ -260,14 +265,17 @@ def test_the_decoder_term_is_zero_when_the_decoders_agree_on_the_same_latent():
     assert x0.grad.abs().sum() > 0 and conv.weight.grad is None  # gradients reach the latent, not the decoder
 
 
-def test_a_decoder_weight_without_a_decoder_or_a_missing_taesd_is_one_line(teacher_dir, triplets, tmp_path):
+def test_a_decoder_weight_without_a_decoder_or_a_bad_taesd_is_one_line_before_any_stage(teacher_dir, triplets,
+                                                                                          tmp_path):
     from vedit_cli.errors import ConfigError, WeightsMissingError
-    from vedit_cli.train.config import MovieStudentConfig
+    from vedit_cli.train.recipes.movie_student import train_movie_student
 
-    with pytest.raises(ConfigError, match="--decoder"):
-        MovieStudentConfig(teacher=tmp_path, data=tmp_path, output_dir=tmp_path / "o", decoder_weight=1.0).check()
-    config = _config(teacher_dir, triplets, tmp_path / "work", decoder=tmp_path / "absent", decoder_weight=1.0)
-    for stage in ("mobile", "guidance"):
-        _recipe_step(stage, config)
-    with pytest.raises(WeightsMissingError, match="--decoder .*absent"):
-        _recipe_step("onestep", config)
+    for fields in ({"decoder_weight": 1.0}, {"decoder": tmp_path}):
+        with pytest.raises(ConfigError, match="--decoder \\(a TAESD folder\\) and --decoder-weight"):
+            _config(teacher_dir, triplets, tmp_path / "work", **fields).check()
+    vae_folder = teacher_dir / "vae"  # an AutoencoderKL folder: a plausible mistake
+    for folder, message in ((tmp_path / "absent", "not a TAESD folder"), (vae_folder, "not a TAESD folder")):
+        config = _config(teacher_dir, triplets, tmp_path / "work", decoder=folder, decoder_weight=1.0)
+        with pytest.raises(WeightsMissingError, match=message):
+            train_movie_student(config)
+        assert not (tmp_path / "work" / "mobile").exists()  # refused before the first stage trained

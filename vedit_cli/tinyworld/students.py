@@ -77,8 +77,8 @@ def student_config(world: Path, variant: Variant, data, size: StudentSize, resol
         output_dir=variant_weights_dir(world, variant) / "movie-student", trainer=trainer,
         architecture=variant.architecture, mobile_steps=size.mobile_steps, guidance_steps=size.guidance_steps,
         onestep_steps=size.onestep_steps, trajectories=size.trajectories, resolution=resolution, random_resize=1.0,
-        adversarial_weight=variant.adversarial_weight, decoder=Path(world) / "taesd",
-        decoder_weight=variant.decoder_weight, overwrite=True)
+        adversarial_weight=variant.adversarial_weight, decoder_weight=variant.decoder_weight,
+        decoder=Path(world) / "taesd" if variant.decoder_weight else None, overwrite=True)
 
 
 def build_variant(world: Path, variant: Variant, data, size: StudentSize, resolution: int, progress=None) -> Path:

@@ -157,10 +157,11 @@ class MovieStudentConfig:
             raise ConfigError("--teacher-steps and --trajectories must be at least 1")
         if self.distillation_weight < 0 or self.adversarial_weight < 0:
             raise ConfigError("--distillation-weight and --adversarial-weight must not be negative")
-        if self.decoder_weight < 0 or (self.decoder_weight > 0 and self.decoder is None):
-            raise ConfigError("--decoder-weight must not be negative, and above 0 it needs --decoder (a TAESD folder)")
-        if self.distillation_weight == 0 and self.adversarial_weight == 0:
-            raise ConfigError("the one-step stage needs a loss: --distillation-weight or --adversarial-weight above 0")
+        if self.decoder_weight < 0 or (self.decoder_weight > 0) != (self.decoder is not None):
+            raise ConfigError("--decoder (a TAESD folder) and --decoder-weight above 0 go together")
+        if self.distillation_weight == 0 and self.adversarial_weight == 0 and self.decoder_weight == 0:
+            raise ConfigError("the one-step stage needs a loss: --distillation-weight, --adversarial-weight or "
+                              "--decoder-weight above 0")
 
 
 @dataclass(frozen=True)

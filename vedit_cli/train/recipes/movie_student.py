@@ -56,6 +56,7 @@ def stages_to_run(config: MovieStudentConfig) -> tuple[str, ...]:
 def train_movie_student(config: MovieStudentConfig, progress: Progress | None = None) -> Path:
     """Run every asked stage, then copy the last stage's student to config.output_dir; returns it."""
     from vedit_cli.train.recipes.student_parts import FrozenTeacher
+    from vedit_cli.train.recipes.student_stages import load_taesd
 
     config.check()
     dataclasses.replace(config.trainer, work_dir=config.work_dir()).check()
@@ -66,6 +67,8 @@ def train_movie_student(config: MovieStudentConfig, progress: Progress | None = 
     if not stages:
         raise ConfigError("nothing to train: the stock architecture has no mobile stage (add --stage guidance)")
     teacher = FrozenTeacher(config.teacher)
+    if config.decoder_weight and "onestep" in stages:  # before the first stage, not hours later
+        load_taesd(config.decoder, teacher.vae.config.latent_channels)
     data = open_triplets(config.data, config.columns) if isinstance(config.data, (str, Path)) else config.data
     work = config.work_dir()
     last = None

@@ -116,9 +116,9 @@ class GuidanceStage(_TripletStage):
 
 
 class PixelDecoderTerm(torch.nn.Module):
-    """The student's one-step latent decoded by the tiny autoencoder it ships with (TAESD, frozen; gradients flow
-    through it) against the teacher's final latent decoded by the teacher's own VAE: what `vedit edit` shows against
-    what the teacher shows. Per-sample MSE in pixels ([-1, 1])."""
+    """The student's one-step latent decoded by the TAESD `vedit edit` decodes it with (frozen; gradients flow through
+    it) against the teacher's final latent decoded by the teacher's own VAE: what `vedit edit` shows against what the
+    teacher shows. Per-sample MSE in pixels ([-1, 1])."""
 
     def __init__(self, taesd, vae, scaling_factor: float):
         super().__init__()
@@ -127,23 +127,42 @@ class PixelDecoderTerm(torch.nn.Module):
     def forward(self, x0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             wanted = self.vae.decode(target / self.scaling_factor).sample.clamp(-1, 1)
-        shown = self.taesd.decode(x0).sample  # TAESD reads the UNet's (scaled) latents as they are
+        # TAESD reads the UNet's latents divided by its own scaling factor (1 for TAESD), as inference decodes them;
+        # only the target is clamped: a clamped output would give no gradient where the student overshoots
+        shown = self.taesd.decode(x0 / getattr(self.taesd.config, "scaling_factor", 1.0)).sample
         return F.mse_loss(shown.float(), wanted.float(), reduction="none").mean(dim=(1, 2, 3))
+
+
+def load_taesd(folder: Path, latent_channels: int):
+    """A TAESD (AutoencoderTiny) folder, safetensors, every weight present, reading `latent_channels`; else one line."""
+    import json
+
+    from diffusers import AutoencoderTiny
+
+    from vedit_cli.errors import WeightsMissingError
+
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    if config.get("_class_name") != "AutoencoderTiny" or not any(folder.glob("*.safetensors")):
+        raise WeightsMissingError(f"--decoder {folder}: not a TAESD folder (config.json of an AutoencoderTiny and "
+                                  "safetensors weights)")
+    if config.get("latent_channels", 4) != latent_channels:
+        raise WeightsMissingError(f"--decoder {folder}: its latents have {config.get('latent_channels', 4)} "
+                                  f"channels, the teacher's {latent_channels}")
+    taesd, info = AutoencoderTiny.from_pretrained(str(folder), use_safetensors=True, local_files_only=True,
+                                                  output_loading_info=True)
+    if info["missing_keys"]:
+        raise WeightsMissingError(f"--decoder {folder}: {len(info['missing_keys'])} TAESD weights are missing "
+                                  f"(e.g. {info['missing_keys'][0]})")
+    return taesd
 
 
 def load_decoder_term(config, teacher: FrozenTeacher) -> PixelDecoderTerm | None:
     """The decoder term when config.decoder_weight is above 0 (config.decoder: a TAESD folder, safetensors)."""
     if not config.decoder_weight:
         return None
-    from diffusers import AutoencoderTiny
-
-    from vedit_cli.errors import WeightsMissingError
-
-    try:
-        taesd = AutoencoderTiny.from_pretrained(str(config.decoder), use_safetensors=True, local_files_only=True)
-    except (OSError, EnvironmentError) as error:
-        raise WeightsMissingError(f"--decoder {config.decoder}: cannot load a TAESD (AutoencoderTiny) folder as "
-                                  f"safetensors ({error})") from error
+    taesd = load_taesd(config.decoder, teacher.vae.config.latent_channels)
     return PixelDecoderTerm(taesd, teacher.vae, teacher.scaling_factor)
 
 
@@ -155,7 +174,9 @@ class StudentWithHeads(torch.nn.Module):
         super().__init__()
         self.student, self.discriminator = student_unet, discriminator
         self.noise_scheduler, self.config = noise_scheduler, config
-        self.decoder = decoder  # PixelDecoderTerm or None
+        # PixelDecoderTerm or None, held outside the module (like the discriminator's frozen teacher): its frozen
+        # TAESD and VAE are never saved in checkpoints, and resuming with another --decoder-weight works
+        object.__setattr__(self, "decoder", decoder)
 
     def forward(self, batch: dict, disc_timesteps, disc_noise) -> tuple[torch.Tensor, dict]:
         from vedit_cli.train.recipes.discriminator import hinge_losses
@@ -212,6 +233,8 @@ class OneStepStage:
         self.device = accelerator.device
         self.teacher.to(self.device)
         self.noise_scheduler.alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(self.device)
+        if self.model.decoder is not None:
+            self.model.decoder.taesd.to(self.device)
         self.source.build(self.teacher, accelerator)
 
     def loss(self, model, batch: dict, step: int) -> torch.Tensor:

@@ -601,7 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("--threads", type=int, default=0, help="torch threads (0: 2, or 1 on a busy machine)")
     for name in ("vae", "taesd", "teacher"):
         build_parser.add_argument(f"--{name}-steps", type=int, default=0, help=f"override the {name}'s training steps")
-        build_parser.add_argument(f"--{name}-batch", type=int, default=0, help=f"override the {name}'s batch size (0: the --quick or full size)")
+        build_parser.add_argument(f"--{name}-batch", type=int, default=0,
+                                  help=f"override the {name}'s batch size (0: the --quick or full size)")
     build_parser.add_argument("--teacher-lr", type=float, default=0.0, help="override the teacher's learning rate")
     build_parser.add_argument("--teacher-blocks", type=int, nargs="*", default=[],
                               help="override the teacher's block widths (e.g. 16 32 64)")

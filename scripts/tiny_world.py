@@ -55,9 +55,7 @@ class Sizes:
 # image once through the recipe's latent cache; the README gives the measured build).
 FULL = Sizes(parts.AutoencoderSize(steps=1200, batch=32, lr=2e-3, crop=32), parts.AutoencoderSize(steps=250, batch=16),
              teach.TeacherSize(steps=1000, batch=32, lr=1e-3), frames_per_clip=48)
-# QUICK's autoencoder trains on 32x32 crops (a step costs a third of a whole frame's) so the CI-sized teacher's build
-# (tests/test_tiny_world.py, CI_TEACHER) fits its 5 minutes; README "Tiny world" gives the measured build.
-QUICK = Sizes(parts.AutoencoderSize(steps=200, batch=16, lr=2e-3, crop=32), parts.AutoencoderSize(steps=30, batch=8),
+QUICK = Sizes(parts.AutoencoderSize(steps=250, batch=16), parts.AutoencoderSize(steps=30, batch=8),
               teach.TeacherSize(steps=250, batch=16, lr=1e-3), frames_per_clip=8,
               students=learners.StudentSize(batch=4, mobile_steps=2, guidance_steps=2, onestep_steps=2,
                                             trajectories=8),

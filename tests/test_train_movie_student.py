@@ -35,12 +35,14 @@ def _recipe_step(stage: str, config, prepare=None):
     """(recipe, weights before, weights after) of one optimisation step of `stage`."""
     from vedit_cli.train.recipes.movie_student import _recipe
     from vedit_cli.train.recipes.student_parts import FrozenTeacher
+    from vedit_cli.train.recipes.student_stages import load_decoder_term
     from vedit_cli.train.data.triplets import open_triplets
     from vedit_cli.train.trainer import train
 
     torch.set_num_threads(1)
     teacher = FrozenTeacher(config.teacher)
-    recipe = _recipe(stage, config, teacher, open_triplets(config.data, config.columns), config.work_dir())
+    decoder = load_decoder_term(config, teacher) if stage == "onestep" else None  # as train_movie_student does
+    recipe = _recipe(stage, config, teacher, open_triplets(config.data, config.columns), config.work_dir(), decoder)
     if prepare is not None:
         prepare(recipe)
     before = {name: p.detach().clone() for name, p in recipe.model.named_parameters()}

@@ -56,7 +56,7 @@ def stages_to_run(config: MovieStudentConfig) -> tuple[str, ...]:
 def train_movie_student(config: MovieStudentConfig, progress: Progress | None = None) -> Path:
     """Run every asked stage, then copy the last stage's student to config.output_dir; returns it."""
     from vedit_cli.train.recipes.student_parts import FrozenTeacher
-    from vedit_cli.train.recipes.student_stages import load_taesd
+    from vedit_cli.train.recipes.student_stages import load_decoder_term
 
     config.check()
     dataclasses.replace(config.trainer, work_dir=config.work_dir()).check()
@@ -67,20 +67,21 @@ def train_movie_student(config: MovieStudentConfig, progress: Progress | None = 
     if not stages:
         raise ConfigError("nothing to train: the stock architecture has no mobile stage (add --stage guidance)")
     teacher = FrozenTeacher(config.teacher)
-    if config.decoder_weight and "onestep" in stages:  # before the first stage, not hours later
-        load_taesd(config.decoder, teacher.vae.config.latent_channels)
+    # loaded (and checked) before the first stage, not hours later
+    decoder = load_decoder_term(config, teacher) if "onestep" in stages else None
     data = open_triplets(config.data, config.columns) if isinstance(config.data, (str, Path)) else config.data
     work = config.work_dir()
     last = None
     for stage in stages:
         trainer = dataclasses.replace(config.trainer, work_dir=work / stage, max_steps=config.stage_steps(stage))
-        recipe = _recipe(stage, config, teacher, data, work)
+        recipe = _recipe(stage, config, teacher, data, work, decoder)
         report = progress or (lambda event: None)
         last = train(recipe, trainer, lambda event, stage=stage: report({**event, "stage": stage})).output
     return _publish(Path(last), output)
 
 
-def _recipe(stage: str, config: MovieStudentConfig, teacher, data, work: Path):
+def _recipe(stage: str, config: MovieStudentConfig, teacher, data, work: Path, decoder=None):
+    """The stage's recipe; `decoder`: the one-step stage's PixelDecoderTerm (student_stages.load_decoder_term)."""
     from vedit_cli.models.student_architecture import slim_unet
     from vedit_cli.train.recipes import student_stages as stages
 
@@ -93,7 +94,7 @@ def _recipe(stage: str, config: MovieStudentConfig, teacher, data, work: Path):
         return stages.GuidanceStage(config, teacher, data, output, config.architecture, student)
     student = _starting_student(work / "guidance" / STUDENT_FOLDER, config, teacher, "guidance")
     trajectories = TeacherTrajectories(config, data, work / "onestep" / "trajectories.safetensors")
-    return stages.OneStepStage(config, teacher, trajectories, output, config.architecture, student)
+    return stages.OneStepStage(config, teacher, trajectories, output, config.architecture, student, decoder)
 
 
 def _starting_student(folder: Path, config: MovieStudentConfig, teacher, previous: str):

@@ -210,7 +210,8 @@ class StudentWithHeads(torch.nn.Module):
 class OneStepStage:
     """Stage 3: one step from the teacher's trajectory states to its final latent, with an adversarial term."""
 
-    def __init__(self, config, teacher: FrozenTeacher, trajectories, output: Path, architecture: str, student_unet):
+    def __init__(self, config, teacher: FrozenTeacher, trajectories, output: Path, architecture: str, student_unet,
+                 decoder: PixelDecoderTerm | None = None):
         from diffusers import DDPMScheduler
 
         from vedit_cli.train.recipes.discriminator import TeacherFeatureDiscriminator
@@ -219,7 +220,7 @@ class OneStepStage:
         self.architecture = architecture
         self.noise_scheduler = DDPMScheduler.from_config(teacher.scheduler_config)
         self.model = StudentWithHeads(student_unet, TeacherFeatureDiscriminator(teacher.unet), self.noise_scheduler,
-                                      config, load_decoder_term(config, teacher))
+                                      config, decoder)
         if config.adversarial_weight == 0:  # the ablation: unused heads would stall DDP's gradient reduction
             self.model.discriminator.requires_grad_(False)
 

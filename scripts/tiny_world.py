@@ -55,7 +55,7 @@ class Sizes:
 # image once through the recipe's latent cache; the README gives the measured build).
 FULL = Sizes(parts.AutoencoderSize(steps=1200, batch=32, lr=2e-3, crop=32), parts.AutoencoderSize(steps=250, batch=16),
              teach.TeacherSize(steps=1000, batch=32, lr=1e-3), frames_per_clip=48)
-QUICK = Sizes(parts.AutoencoderSize(steps=250, batch=16), parts.AutoencoderSize(steps=30, batch=8),
+QUICK = Sizes(parts.AutoencoderSize(steps=250, batch=16, lr=2e-3, crop=32), parts.AutoencoderSize(steps=30, batch=8),
               teach.TeacherSize(steps=250, batch=16, lr=1e-3), frames_per_clip=8,
               students=learners.StudentSize(batch=4, mobile_steps=2, guidance_steps=2, onestep_steps=2,
                                             trajectories=8),
@@ -345,17 +345,21 @@ def quiet_libraries() -> None:
 
 
 def chosen_sizes(args) -> Sizes:
-    """QUICK or FULL, with any --{vae,taesd,teacher}-{steps,batch}, --teacher-lr, --teacher-blocks override."""
+    """QUICK or FULL, with any --{vae,taesd,teacher}-{steps,batch}, --vae-{lr,crop}, --teacher-{lr,blocks} override."""
     sizes = QUICK if args.quick else FULL
     return replace(
-        sizes, vae=replace(sizes.vae, steps=args.vae_steps or sizes.vae.steps, batch=args.vae_batch or sizes.vae.batch),
+        sizes, vae=replace(sizes.vae, steps=args.vae_steps or sizes.vae.steps, batch=args.vae_batch or sizes.vae.batch,
+                           lr=args.vae_lr or sizes.vae.lr,
+                           crop=sizes.vae.crop if args.vae_crop is None else args.vae_crop),
         taesd=replace(sizes.taesd, steps=args.taesd_steps or sizes.taesd.steps,
                       batch=args.taesd_batch or sizes.taesd.batch),
         teacher=replace(sizes.teacher, steps=args.teacher_steps or sizes.teacher.steps,
                         batch=args.teacher_batch or sizes.teacher.batch,
                         lr=args.teacher_lr or sizes.teacher.lr,
                         snr_gamma=args.teacher_snr_gamma or sizes.teacher.snr_gamma,
-                        block_out_channels=tuple(args.teacher_blocks or sizes.teacher.block_out_channels)))
+                        block_out_channels=tuple(args.teacher_blocks or sizes.teacher.block_out_channels)),
+        students=replace(sizes.students, **{f"{stage}_steps": steps for stage, steps in
+                                            zip(("mobile", "guidance", "onestep"), args.student_steps) if steps}))
 
 
 def build(root: Path, sizes: Sizes, quick: bool, videos: Path | None, budget_minutes: float, threads: int,
@@ -413,8 +417,8 @@ def score_command(root: Path, clips: Path, json_output: bool, frames: int, work:
 
     spec = json.loads((root / "tinyworld.json").read_text())
     options = Options(size=spec["size"], max_frames=frames, steps=args.steps, guidance_scale=args.guidance_scale,
-                      image_guidance_scale=args.image_guidance_scale, threads=threads_for_this_machine(),
-                      only=tuple(args.rows))
+                      image_guidance_scale=args.image_guidance_scale, only=tuple(args.rows),
+                      threads=args.threads or threads_for_this_machine())
     paths = world_clips(root, clips, args.split)
     if args.max_clips:
         paths = paths[: args.max_clips]
@@ -601,6 +605,9 @@ def main(argv: list[str] | None = None) -> int:
         build_parser.add_argument(f"--{name}-steps", type=int, default=0, help=f"override the {name}'s training steps")
         build_parser.add_argument(f"--{name}-batch", type=int, default=0,
                                   help=f"override the {name}'s batch size (0: the --quick or full size)")
+    build_parser.add_argument("--vae-lr", type=float, default=0.0, help="override the autoencoder's learning rate")
+    build_parser.add_argument("--vae-crop", type=int, default=None,
+                              help="train the autoencoder on random CROP x CROP windows (0: whole frames)")
     build_parser.add_argument("--teacher-lr", type=float, default=0.0, help="override the teacher's learning rate")
     build_parser.add_argument("--teacher-blocks", type=int, nargs="*", default=[],
                               help="override the teacher's block widths (e.g. 16 32 64)")
@@ -609,6 +616,9 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("--students", nargs="*", default=[],
                               help="student variants to build (headline, guidance-only, no-adversarial, "
                                    "no-top-attention, stock, taesd-decoder; default: all; 'none': no students)")
+    build_parser.add_argument("--student-steps", type=int, nargs=3, default=(0, 0, 0),
+                              metavar=("MOBILE", "GUIDANCE", "ONESTEP"),
+                              help="override the students' steps per stage (0: the --quick or full size)")
     build_parser.add_argument("--no-sd", action="store_true",
                               help="skip the Stable Diffusion side (sd15, LCM-LoRA, ControlNet, motion adapter)")
     score_parser = commands.add_parser("score", help="score every backend/mode with weights in DIR")
@@ -625,6 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     score_parser.add_argument("--work", type=Path, default=None, help="folder for the scored outputs")
     score_parser.add_argument("--rows", nargs="*", default=[], help="only rows whose label contains one of these,"
                               " or equals one given as =LABEL (quote labels: --rows \"=movie teacher\")")
+    score_parser.add_argument("--threads", type=int, default=0, help="torch threads (0: 2, or 1 on a busy machine)")
     score_parser.add_argument("--split", choices=("held_out", "validation"), default="held_out",
                               help="which of the world's clips to score (validation: for tuning, e.g. the scales)")
     grid_parser = commands.add_parser("guidance-grid", help="teacher vs student distance from the source over (s_T, s_I)")

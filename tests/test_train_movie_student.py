@@ -78,6 +78,25 @@ def test_each_stage_changes_only_what_it_trains(teacher_dir, triplets, tmp_path)
     assert changed and not any(name.startswith("discriminator.") for name in changed)
 
 
+def test_gradient_checkpointing_reaches_the_one_step_stage_and_keeps_its_step(teacher_dir, triplets, tmp_path):
+    import shutil
+
+    config = _config(teacher_dir, triplets, tmp_path / "work")
+    for stage in ("mobile", "guidance"):
+        _recipe_step(stage, config)
+    plain, _, _, plain_losses = _recipe_step("onestep", config)
+    shutil.rmtree(config.work_dir() / "onestep" / "checkpoints")  # the same step again (the trajectories are kept)
+    checkpointed = dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, gradient_checkpointing=True))
+    recipe, _, _, losses = _recipe_step("onestep", checkpointed)
+    for unet in (recipe.model.student, recipe.model.discriminator.teacher):
+        assert any(getattr(module, "gradient_checkpointing", False) for module in unet.modules())
+    assert not any(getattr(module, "gradient_checkpointing", False) for module in plain.model.student.modules())
+    assert losses == pytest.approx(plain_losses, rel=1e-6)
+    after, plain_after = dict(recipe.model.named_parameters()), dict(plain.model.named_parameters())
+    for name, parameter in after.items():
+        assert torch.allclose(parameter, plain_after[name], atol=1e-6), name
+
+
 def test_the_guidance_loss_is_zero_when_the_student_is_the_guided_teacher(teacher_dir, triplets, tmp_path):
     """A stock student is a copy of the teacher with a zero guidance embedding: its one pass is eps(I, T), which is
     exactly the guided teacher at s_T = s_I = 1. At s_T = 7.5 it is not."""

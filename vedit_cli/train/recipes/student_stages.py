@@ -178,6 +178,13 @@ class StudentWithHeads(torch.nn.Module):
         # TAESD and VAE are never saved in checkpoints, and resuming with another --decoder-weight works
         object.__setattr__(self, "decoder", decoder)
 
+    def enable_gradient_checkpointing(self) -> None:
+        """The trainer's --gradient-checkpointing: the student UNet, and the frozen teacher UNet whose encoder the
+        discriminator runs with gradients to the student (diffusers checkpoints only while gradients are on, so the
+        teacher's no-grad trajectory sampling is unaffected)."""
+        self.student.enable_gradient_checkpointing()
+        self.discriminator.teacher.enable_gradient_checkpointing()
+
     def forward(self, batch: dict, disc_timesteps, disc_noise) -> tuple[torch.Tensor, dict]:
         from vedit_cli.train.recipes.discriminator import hinge_losses
 

@@ -142,7 +142,30 @@ def test_a_quick_stable_diffusion_side_loads_and_edits_through_svdiff_and_eve(sd
         result = _edit(world, clip, tmp_path / f"{backend}{len(extra)}.mp4", backend, *extra)
         assert result.returncode == 0, result.stderr[-2000:]
         assert (tmp_path / f"{backend}{len(extra)}.mp4").is_file()
+    _quick_memory_loss_and_stream(world, frames, clip)
     _quick_fdd_variants_score_and_edit_through_eve(world, clip, tmp_path)
+
+
+def _quick_memory_loss_and_stream(world: Path, frames: np.ndarray, clip: Path) -> None:
+    """Issue 15's measures on the quick world: the per-frame loss with the trained memory carried and bypassed
+    (`scripts/tiny_world.py memory-loss`'s report), and `stream` (svdiff + memory frame by frame, cost and RSS)."""
+    import json
+
+    from vedit_cli.tinyworld import memory_loss
+
+    recipe = memory_loss.trained_recipe(world, len(frames), QUICK.memory_clip, RESOLUTION, world.parent / "loss")
+    report = memory_loss.report(recipe, {"noise": frames}, seeds=1)
+    assert report["streams"] == len(EDITS) + 1 and len(report["rows"]) == len(EDITS) + 1
+    losses = [value for row in report["rows"] for value in (row["with_memory"], row["without_memory"])]
+    assert all(np.isfinite(losses)) and all(value > 0 for value in losses)
+    assert any(row["with_memory"] != row["without_memory"] for row in report["rows"])  # the memory acts
+    (world / "tinyworld.json").write_text(json.dumps({"size": 64}))  # vedit edits at 64 pixels or more
+    script = Path(__file__).resolve().parents[1] / "scripts" / "tiny_world.py"
+    streamed = subprocess.run([sys.executable, str(script), "stream", str(world), "--clip", str(clip), "--frames", "6"],
+                              capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert streamed.returncode == 0, streamed.stderr[-2000:]
+    rows = [line for line in streamed.stdout.splitlines() if line.startswith("| 6 |")]
+    assert len(rows) == 1 and "peak RSS" in streamed.stderr, streamed.stdout
 
 
 def _quick_fdd_variants_score_and_edit_through_eve(world: Path, clip: Path, tmp_path: Path) -> None:

@@ -1,11 +1,10 @@
 """The tiny world end to end: `scripts/tiny_world.py build --quick`, then `score` through the real `vedit edit` path.
 
-Slow (marked, longer than 60 s): the quick build trains the autoencoder, TAESD, the InstructPix2Pix teacher (the
-`vedit train pix2pix` recipe) and every MoViE student variant (2 steps per stage) on 2 CPU cores and scores one
-held-out clip: 8.7 minutes measured on the shared build
-machine at load average 3-4 (1 torch thread); an estimated 4-5 minutes on a quiet one (not measured). Needs ../shared/videos (the
-pinned clips); skipped without it. The CI-sized teacher alone (quick autoencoders, a narrower teacher, no students)
-runs in every CI run: it must beat identity by 1 dB on a held-out clip.
+Slow (marked, opt-in with VEDIT_SLOW_TESTS=1): the quick build trains the autoencoder, TAESD, the InstructPix2Pix
+teacher (the `vedit train pix2pix` recipe) and every MoViE student variant (2 steps per stage) on 2 CPU cores and
+scores one held-out clip with every row: 15.0 minutes measured on 2 quiet cores (2026-12-02). Needs
+../shared/videos (the pinned clips); skipped without it. The CI-sized teacher alone (quick autoencoders, a narrower
+teacher, no students) runs in every CI run: it must beat identity by 1 dB on a held-out clip.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.cli_helpers import REPO_ROOT
 from vedit_cli.tinyworld import sd_side
 from vedit_cli.tinyworld.edits import EDITS
 
@@ -160,7 +161,7 @@ def _quick_memory_loss_and_stream(world: Path, frames: np.ndarray, clip: Path) -
     assert all(np.isfinite(losses)) and all(value > 0 for value in losses)
     assert any(row["with_memory"] != row["without_memory"] for row in report["rows"])  # the memory acts
     (world / "tinyworld.json").write_text(json.dumps({"size": 64}))  # vedit edits at 64 pixels or more
-    script = Path(__file__).resolve().parents[1] / "scripts" / "tiny_world.py"
+    script = REPO_ROOT / "scripts" / "tiny_world.py"
     streamed = subprocess.run([sys.executable, str(script), "stream", str(world), "--clip", str(clip), "--frames", "6"],
                               capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert streamed.returncode == 0, streamed.stderr[-2000:]

@@ -56,6 +56,12 @@ def _recipe_step(stage: str, config, prepare=None):
     return recipe, changed, teacher_changed, losses
 
 
+def _train_stages_one_and_two(config) -> None:
+    """One step each of the mobile and guidance stages: the one-step stage starts from their student."""
+    for stage in ("mobile", "guidance"):
+        _recipe_step(stage, config)
+
+
 def test_each_stage_changes_only_what_it_trains(teacher_dir, triplets, tmp_path):
     config = _config(teacher_dir, triplets, tmp_path / "work")
     _, changed, teacher_changed, _ = _recipe_step("mobile", config)
@@ -82,8 +88,7 @@ def test_gradient_checkpointing_reaches_the_one_step_stage_and_keeps_its_step(te
     import shutil
 
     config = _config(teacher_dir, triplets, tmp_path / "work")
-    for stage in ("mobile", "guidance"):
-        _recipe_step(stage, config)
+    _train_stages_one_and_two(config)
     plain, _, _, plain_losses = _recipe_step("onestep", config)
     shutil.rmtree(config.work_dir() / "onestep" / "checkpoints")  # the same step again (the trajectories are kept)
     checkpointed = dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, gradient_checkpointing=True))
@@ -240,8 +245,7 @@ def test_the_decoder_term_trains_the_student_through_a_frozen_taesd(teacher_dir,
     it, TAESD (and the teacher's VAE) stay as they are, and the loss grows by the term."""
     taesd_dir = tiny.save_taesd(tmp_path / "taesd")
     config = _config(teacher_dir, triplets, tmp_path / "work", decoder=taesd_dir, decoder_weight=1.0)
-    for stage in ("mobile", "guidance"):  # the one-step stage starts from the stage-2 student
-        _recipe_step(stage, config)
+    _train_stages_one_and_two(config)
     taesd_before = {name: p.detach().clone() for name, p in tiny.tiny_taesd().named_parameters()}
     recipe, changed, teacher_changed, losses = _recipe_step("onestep", config)
     decoder = recipe.model.decoder
@@ -252,8 +256,7 @@ def test_the_decoder_term_trains_the_student_through_a_frozen_taesd(teacher_dir,
     assert recipe.last_terms["decoder"].min() > 0
     plain = dataclasses.replace(config, decoder_weight=0.0, trainer=dataclasses.replace(config.trainer,
                                                                                           work_dir=tmp_path / "plain"))
-    for stage in ("mobile", "guidance"):
-        _recipe_step(stage, plain)
+    _train_stages_one_and_two(plain)
     recipe_plain, _, _, plain_losses = _recipe_step("onestep", plain)
     assert recipe_plain.model.decoder is None and "decoder" not in recipe_plain.last_terms
     assert losses[0] > plain_losses[0]

@@ -123,13 +123,17 @@ def build_taesd(root: Path, frames: torch.Tensor, validation: torch.Tensor, size
         return
     from diffusers import AutoencoderKL
 
-    say(f"TAESD (AutoencoderTiny reproducing the VAE's scaled latents): {size.steps} steps x batch {size.batch}")
+    say(f"TAESD (AutoencoderTiny reproducing the VAE's scaled latents): {size.steps} steps x batch {size.batch}"
+        + (f", decoder jitter {size.jitter:g}" if size.jitter else ""))
     started = time.perf_counter()
     vae = AutoencoderKL.from_pretrained(str(root / "_parts" / "vae")).eval()
     taesd = parts.train_taesd(vae, frames, size, StepReporter("taesd"))
     shutil.rmtree(root / "taesd", ignore_errors=True)
     taesd.save_pretrained(str(root / "taesd"), safe_serialization=True)
-    facts = {"psnr_validation": round(parts.taesd_psnr(taesd, validation), 2),
+    if (root / "random" / "taesd").is_dir():  # the random-weights pipeline's copy (build_random) follows a rebuild
+        shutil.rmtree(root / "random" / "taesd")
+        shutil.copytree(root / "taesd", root / "random" / "taesd")
+    facts = {"psnr_validation": round(parts.taesd_psnr(taesd, validation), 2), "jitter": size.jitter,
              "minutes": round((time.perf_counter() - started) / 60, 2)}
     say(f"  taesd: validation reconstruction {facts['psnr_validation']} dB")
     parts.write_done(root, "taesd", facts)
@@ -352,7 +356,8 @@ def chosen_sizes(args) -> Sizes:
                            lr=args.vae_lr or sizes.vae.lr,
                            crop=sizes.vae.crop if args.vae_crop is None else args.vae_crop),
         taesd=replace(sizes.taesd, steps=args.taesd_steps or sizes.taesd.steps,
-                      batch=args.taesd_batch or sizes.taesd.batch),
+                      batch=args.taesd_batch or sizes.taesd.batch,
+                      jitter=sizes.taesd.jitter if args.taesd_jitter is None else args.taesd_jitter),
         teacher=replace(sizes.teacher, steps=args.teacher_steps or sizes.teacher.steps,
                         batch=args.teacher_batch or sizes.teacher.batch,
                         lr=args.teacher_lr or sizes.teacher.lr,
@@ -608,6 +613,9 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("--vae-lr", type=float, default=0.0, help="override the autoencoder's learning rate")
     build_parser.add_argument("--vae-crop", type=int, default=None,
                               help="train the autoencoder on random CROP x CROP windows (0: whole frames)")
+    build_parser.add_argument("--taesd-jitter", type=float, default=None,
+                              help="TAESD's decoder also learns the VAE decoder's image of latents blurred and "
+                                   "noised up to this std (0: clean latents only)")
     build_parser.add_argument("--teacher-lr", type=float, default=0.0, help="override the teacher's learning rate")
     build_parser.add_argument("--teacher-blocks", type=int, nargs="*", default=[],
                               help="override the teacher's block widths (e.g. 16 32 64)")

@@ -54,6 +54,29 @@ def test_score_rows_are_picked_by_part_of_their_label_or_exactly_with_an_equals_
     assert not wanted("movie teacher, TAESD", ("=movie teacher",)) and not wanted("eve + FDD LoRA", ("movie",))
 
 
+def test_taesd_jitter_moves_latents_off_the_manifold_within_its_bound_and_trains_against_the_vae_decoder():
+    import torch
+
+    from vedit_cli.tinyworld import components as parts
+
+    latents = torch.randn(64, 4, 8, 8)
+    unmoved = parts.jittered_latents(latents, 0.0, torch.Generator().manual_seed(0))
+    moved = parts.jittered_latents(latents, 0.5, torch.Generator().manual_seed(0))
+    assert not torch.equal(unmoved, latents)  # blurred towards the 3x3 mean even without noise
+    assert (moved - unmoved).flatten(1).std(1).max() <= 0.5 * 1.1  # the noise's std stays within the bound
+    assert torch.equal(moved, parts.jittered_latents(latents, 0.5, torch.Generator().manual_seed(0)))
+
+    frames = torch.rand(4, 3, 16, 16)
+    vae = parts.new_vae().eval().requires_grad_(False)
+    losses = {}
+    for jitter in (0.0, 0.5):
+        steps = []
+        parts.train_taesd(vae, frames, parts.AutoencoderSize(steps=2, batch=2, jitter=jitter),
+                          lambda step, total, loss: steps.append(loss))
+        losses[jitter] = steps
+    assert losses[0.0] != losses[0.5]  # the jittered decoder term is in the loss
+
+
 # The CI-sized teacher: the quick world's autoencoders and a narrower teacher (blocks 16/32/64, 600 steps x 16 at lr
 # 2e-3, Min-SNR-5 weighting): the build measured 4.9 minutes on 2 cores (README "Tiny world"). Both commands run at a
 # fixed thread count: with the same clips, threads and CPU the build is bit-reproducible (the thread count a busy

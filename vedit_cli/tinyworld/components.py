@@ -30,6 +30,7 @@ class AutoencoderSize:
     batch: int = 16
     lr: float = 1e-3
     crop: int = 0  # train on random crop x crop windows (the VAE is fully convolutional); 0: whole frames
+    jitter: float = 0.0  # TAESD only: the decoder also learns the VAE decoder's image of latents jittered this much
 
 
 def to_tensor(frames_nhwc: np.ndarray) -> torch.Tensor:
@@ -111,7 +112,10 @@ def new_taesd():
 
 def train_taesd(vae, frames: torch.Tensor, size: AutoencoderSize, on_step=None, seed: int = 0):
     """Encoder: regress the VAE's SCALED latent mode; decoder: the image back from those scaled latents (on random
-    crops when size.crop is set: both autoencoders are fully convolutional, crop a multiple of 4 keeps them aligned)."""
+    crops when size.crop is set: both autoencoders are fully convolutional, crop a multiple of 4 keeps them aligned).
+    With size.jitter > 0 the decoder also sees the latents perturbed (`jittered_latents`) with the VAE decoder's
+    image of them as target: a denoiser's output is off the encoder's manifold, and there TAESD should decode as
+    the VAE does."""
     taesd = new_taesd().train()
     optimizer = torch.optim.AdamW(taesd.parameters(), lr=size.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, size.lr, total_steps=size.steps, pct_start=0.1)
@@ -122,13 +126,33 @@ def train_taesd(vae, frames: torch.Tensor, size: AutoencoderSize, on_step=None, 
         with torch.no_grad():
             target = vae.encode(images).latent_dist.mode() * scaling
         latents = taesd.encode(images).latents
-        decoded = taesd.decode(target).sample
-        loss = F.mse_loss(latents, target) + F.l1_loss(decoded, images) + F.mse_loss(decoded, images)
+        loss = F.mse_loss(latents, target) + pixel_loss(taesd.decode(target).sample, images)
+        if size.jitter:
+            with torch.no_grad():
+                jittered = jittered_latents(target, size.jitter, generator)
+                vae_image = vae.decode(jittered / scaling).sample
+            loss = loss + pixel_loss(taesd.decode(jittered).sample, vae_image)
         loss.backward()
         optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
         if on_step:
             on_step(step + 1, size.steps, loss.item())
     return taesd.eval().requires_grad_(False)
+
+
+def pixel_loss(decoded: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(decoded, images) + F.mse_loss(decoded, images)
+
+
+def jittered_latents(latents: torch.Tensor, jitter: float, generator: torch.Generator) -> torch.Tensor:
+    """Scaled latents (std about 1) moved off the encoder's manifold as a denoiser's estimates are: per sample, a
+    random mix towards a 3x3 box-blurred copy (an estimate's lost detail) plus Gaussian noise of std up to
+    `jitter` (its error)."""
+    batch = latents.shape[0]
+    blur = torch.rand(batch, 1, 1, 1, generator=generator)
+    smoothed = F.avg_pool2d(F.pad(latents, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    scale = jitter * torch.rand(batch, 1, 1, 1, generator=generator)
+    noise = torch.randn(latents.shape, generator=generator)
+    return torch.lerp(latents, smoothed, blur) + scale * noise
 
 
 def new_text_encoder():

@@ -363,6 +363,7 @@ def chosen_sizes(args) -> Sizes:
                         lr=args.teacher_lr or sizes.teacher.lr,
                         snr_gamma=args.teacher_snr_gamma or sizes.teacher.snr_gamma,
                         block_out_channels=tuple(args.teacher_blocks or sizes.teacher.block_out_channels)),
+        sd=replace(sizes.sd, base_steps=args.sd_base_steps or sizes.sd.base_steps),
         students=replace(sizes.students, **{f"{stage}_steps": steps for stage, steps in
                                             zip(("mobile", "guidance", "onestep"), args.student_steps) if steps}))
 
@@ -627,6 +628,8 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("--student-steps", type=int, nargs=3, default=(0, 0, 0),
                               metavar=("MOBILE", "GUIDANCE", "ONESTEP"),
                               help="override the students' steps per stage (0: the --quick or full size)")
+    build_parser.add_argument("--sd-base-steps", type=int, default=0,
+                              help="override the text-to-image base's training steps (0: the --quick or full size)")
     build_parser.add_argument("--no-sd", action="store_true",
                               help="skip the Stable Diffusion side (sd15, LCM-LoRA, ControlNet, motion adapter)")
     score_parser = commands.add_parser("score", help="score every backend/mode with weights in DIR")

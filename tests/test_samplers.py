@@ -199,6 +199,31 @@ def test_ddim_inversion_lands_exactly_at_the_start_timesteps_noise_level_for_an_
     assert unet_passes(3, guidance=True, init="inversion") == 9 and unet_passes(3, True, "noise") == 6
 
 
+def test_inversion_reads_a_v_prediction_base_as_its_noise_and_passes_epsilon_through():
+    """A v-predicting base (the tiny world's, SD2.x's) inverts as an exact epsilon one does: v -> eps by the schedule."""
+    from types import SimpleNamespace
+
+    from vedit_cli.backends.svdiff.sampling import as_noise, ddim_invert, inversion_timesteps
+    from vedit_cli.errors import ConfigError
+
+    alphas_cumprod = scaled_linear_alphas_cumprod().float()
+    clean, eps = torch.randn(2, 1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    v_base = SimpleNamespace(config=SimpleNamespace(prediction_type="v_prediction"), alphas_cumprod=alphas_cumprod)
+
+    def true_v(x, t):  # the exact velocity of x = sqrt(a) clean + sqrt(1 - a) eps at t
+        a = alphas_cumprod[int(t)]
+        return as_noise(a.sqrt() * eps - (1 - a).sqrt() * clean, x, t, v_base)
+
+    grid = inversion_timesteps(torch.tensor([499, 339, 179]))
+    start = alphas_cumprod[0].sqrt() * clean + (1 - alphas_cumprod[0]).sqrt() * eps
+    expected = alphas_cumprod[499].sqrt() * clean + (1 - alphas_cumprod[499]).sqrt() * eps
+    assert torch.allclose(ddim_invert(true_v, start, grid, alphas_cumprod), expected, atol=1e-4)
+    epsilon_base = SimpleNamespace(config=SimpleNamespace(prediction_type="epsilon"), alphas_cumprod=alphas_cumprod)
+    assert as_noise(eps, clean, torch.tensor(5), epsilon_base) is eps
+    with pytest.raises(ConfigError, match="sample"):
+        as_noise(eps, clean, torch.tensor(5), SimpleNamespace(config=SimpleNamespace(prediction_type="sample")))
+
+
 # -- eve ----------------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,11 @@ import numpy as np
 from vedit_cli.tinyworld.edits import EDITS, apply_uint8
 
 IDENTITY_CAPTION = "a photo"
+# The base learns v (SD2.x's parameterisation), as the teacher does (README "Tiny world"): at this size an epsilon
+# base's clean-image estimate is a blur of the frame's colours already at t = 250 (600 steps from the teacher's
+# UNet: every svdiff edit came out as a blue smear), and it starts from a v-predicting UNet. Every recipe and
+# backend reads prediction_type from the stored scheduler config.
+BASE_PREDICTION_TYPE = "v_prediction"
 SD15_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
                       skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
 
@@ -89,12 +94,13 @@ class SequenceCaptions:
 
 def save_sd_pipeline(folder: Path, unet, parts: Path) -> Path:
     """A diffusers Stable Diffusion folder: `unet` + the world's shared parts; SD1.5's scheduler config (PNDM, as the
-    hub's folder)."""
+    hub's folder) with the world's parameterisation (BASE_PREDICTION_TYPE)."""
     from diffusers import PNDMScheduler, StableDiffusionPipeline
 
     from vedit_cli.tinyworld.components import save_world_pipeline
 
-    return save_world_pipeline(folder, StableDiffusionPipeline, unet, PNDMScheduler(**SD15_SCHEDULER), parts)
+    return save_world_pipeline(folder, StableDiffusionPipeline, unet, PNDMScheduler(**SD15_SCHEDULER, prediction_type=BASE_PREDICTION_TYPE),
+                               parts)
 
 
 def text_to_image_unet(teacher: Path):

@@ -156,9 +156,11 @@ class SvdiffEditor(Editor):
         memory = self.parts.memory
         cond = self.embeddings[-1:]
         if memory is None:
-            return self.parts.unet(latents, timestep, cond).sample
-        with memory.bypassed():
-            return self.parts.unet(latents, timestep, cond).sample
+            output = self.parts.unet(latents, timestep, cond).sample
+        else:
+            with memory.bypassed():
+                output = self.parts.unet(latents, timestep, cond).sample
+        return sampling.as_noise(output, latents, timestep, self.parts.scheduler)
 
     def _predict_noise(self, latents: torch.Tensor, timestep: torch.Tensor, step_index: int) -> torch.Tensor:
         """eps = (1 + lambda) eps_c - lambda eps_uc with lambda = guidance_scale - 1; memories per step (eq. 8)."""

@@ -16,6 +16,8 @@ from typing import Callable
 
 import torch
 
+from vedit_cli.errors import ConfigError
+
 INIT_CHOICES = ("inversion", "noise")
 
 EpsFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> predicted noise
@@ -42,6 +44,18 @@ def ddim_invert(eps_fn: EpsFunction, latents: torch.Tensor, grid: list[int],
         eps = eps_fn(sample, torch.tensor(current, device=latents.device)).float()
         sample = ddim_inversion_step(eps, sample.float(), alphas[current], alphas[following]).to(latents.dtype)
     return sample
+
+
+def as_noise(output: torch.Tensor, sample: torch.Tensor, timestep: torch.Tensor, scheduler) -> torch.Tensor:
+    """The UNet's output as the noise the inversion needs, by the scheduler's stored prediction_type (SD1.5 and its
+    LCM-LoRA: epsilon, returned as is; v-prediction bases, e.g. SD2.x: eps = sqrt(a_t) v + sqrt(1 - a_t) x_t)."""
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        return output
+    if prediction_type != "v_prediction":
+        raise ConfigError(f"svdiff inverts epsilon or v_prediction bases; the base's scheduler says {prediction_type!r}")
+    alpha_bar = scheduler.alphas_cumprod.to(device=sample.device)[int(timestep)].to(sample.dtype)
+    return alpha_bar.sqrt() * output + (1 - alpha_bar).sqrt() * sample
 
 
 def forward_noise(scheduler, latents: torch.Tensor, start_timestep: torch.Tensor,

@@ -200,7 +200,7 @@ def test_ddim_inversion_lands_exactly_at_the_start_timesteps_noise_level_for_an_
 
 
 def test_inversion_reads_a_v_prediction_base_as_its_noise_and_passes_epsilon_through():
-    """A v-predicting base (the tiny world's, SD2.x's) inverts as an exact epsilon one does: v -> eps by the schedule."""
+    """A v-predicting base (the tiny world's, SD2.x's) inverts as an epsilon one does: v -> eps by the schedule."""
     from types import SimpleNamespace
 
     from vedit_cli.backends.svdiff.sampling import as_noise, ddim_invert, inversion_timesteps

@@ -150,7 +150,8 @@ def test_untrained_memory_equals_plain_lcm_editing(svdiff_weights):
     frames = _frames(2)
     plain = _editor(svdiff_weights["plain"], guidance_scale=1.5)
     expected = _stream(plain, frames)
-    plain.parts.memory = UNetMemory(MemoryConfig.for_unet(plain.parts.unet)).eval().attach(plain.parts.unet)
+    memory = UNetMemory(MemoryConfig.for_unet(plain.parts.unet)).eval().to(plain.parts.dtype)  # auto: bf16 on
+    plain.parts.memory = memory.attach(plain.parts.unet)  # a CPU with native bfloat16 (AVX512-BF16/AMX)
     plain.reset()
     assert torch.allclose(_stream(plain, frames), expected, atol=1e-6)
 
@@ -161,7 +162,7 @@ def test_matches_diffusers_lcm_img2img_pipeline_without_memory(svdiff_weights):
     from diffusers import LatentConsistencyModelImg2ImgPipeline
 
     editor = _editor(svdiff_weights["plain"], "make it red", guidance_scale=1.0, seed=5, strength=0.6,
-                     svdiff_init="noise")
+                     svdiff_init="noise", dtype="float32")  # a 1e-5 comparison (auto is bfloat16 on some CPUs)
     frame = _frames(1)
     ours = editor.edit(frame)
     parts = editor.parts

@@ -203,7 +203,9 @@ def test_training_with_the_latent_cache_matches_training_without(sd15_base, trip
     losses = {name: [r["loss"] for r in read_log(tmp_path / f"{name}.training" / "log.jsonl") if r["event"] == "step"]
               for name in ("fresh", "cached")}
     assert len(losses["fresh"]) == 3 and losses["cached"] == pytest.approx(losses["fresh"], rel=1e-4)
-    assert max_difference(unet_weights(tmp_path / "cached"), unet_weights(tmp_path / "fresh")) < 1e-4
+    # 3 Adam steps at lr 1e-3 move a weight by up to 3e-3; batched and single encodes sum floats differently (1.05e-4
+    # apart on an AVX-512 CPU), a wrong cache by a step's size
+    assert max_difference(unet_weights(tmp_path / "cached"), unet_weights(tmp_path / "fresh")) < 3e-4
     with pytest.raises(ConfigError, match="--cache-latents needs --random-resize 1"):
         train_pix2pix(Pix2PixConfig(base=sd15_base, data=triplets, output_dir=tmp_path / "refused",
                                     trainer=TrainerConfig(cpu=True), random_resize=1.125, cache_latents=True))

@@ -152,7 +152,7 @@ def test_gradient_flows_through_the_memory_within_a_clip_and_is_cut_at_the_bound
     # the first frame of the next clip: cut at the boundary, exactly as with a cut at every frame
     after_boundary, detached = gradient(recipe, losses, CLIP), gradient(per_frame, cut, CLIP)
     for name, grad in after_boundary.items():
-        torch.testing.assert_close(grad, detached[name], rtol=1e-5, atol=1e-8)
+        torch.testing.assert_close(grad, detached[name], rtol=1e-4, atol=1e-7)  # 100x below the contrast above
 
 
 def test_gradient_checkpointing_runs_every_memory_hook_once_and_keeps_the_gradients(world, tmp_path):

@@ -99,8 +99,8 @@ def save_sd_pipeline(folder: Path, unet, parts: Path) -> Path:
 
     from vedit_cli.tinyworld.components import save_world_pipeline
 
-    return save_world_pipeline(folder, StableDiffusionPipeline, unet, PNDMScheduler(**SD15_SCHEDULER, prediction_type=BASE_PREDICTION_TYPE),
-                               parts)
+    scheduler = PNDMScheduler(**SD15_SCHEDULER, prediction_type=BASE_PREDICTION_TYPE)
+    return save_world_pipeline(folder, StableDiffusionPipeline, unet, scheduler, parts)
 
 
 def text_to_image_unet(teacher: Path):

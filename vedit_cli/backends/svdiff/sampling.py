@@ -53,7 +53,8 @@ def as_noise(output: torch.Tensor, sample: torch.Tensor, timestep: torch.Tensor,
     if prediction_type == "epsilon":
         return output
     if prediction_type != "v_prediction":
-        raise ConfigError(f"svdiff inverts epsilon or v_prediction bases; the base's scheduler says {prediction_type!r}")
+        raise ConfigError(f"svdiff inverts epsilon or v_prediction bases; the base's scheduler says "
+                          f"{prediction_type!r}")
     alpha_bar = scheduler.alphas_cumprod.to(device=sample.device)[int(timestep)].to(sample.dtype)
     return alpha_bar.sqrt() * output + (1 - alpha_bar).sqrt() * sample
 

@@ -131,12 +131,17 @@ def build_taesd(root: Path, frames: torch.Tensor, validation: torch.Tensor, size
     shutil.rmtree(root / "taesd", ignore_errors=True)
     taesd.save_pretrained(str(root / "taesd"), safe_serialization=True)
     if (root / "random" / "taesd").is_dir():  # the random-weights pipeline's copy (build_random) follows a rebuild
-        shutil.rmtree(root / "random" / "taesd")
-        shutil.copytree(root / "taesd", root / "random" / "taesd")
+        copy_taesd_beside_random(root)
     facts = {"psnr_validation": round(parts.taesd_psnr(taesd, validation), 2), "jitter": size.jitter,
              "minutes": round((time.perf_counter() - started) / 60, 2)}
     say(f"  taesd: validation reconstruction {facts['psnr_validation']} dB")
     parts.write_done(root, "taesd", facts)
+
+
+def copy_taesd_beside_random(root: Path) -> None:
+    """<root>/random/taesd: the world's TAESD, which the movie backend requires beside the random pipeline."""
+    shutil.rmtree(root / "random" / "taesd", ignore_errors=True)
+    shutil.copytree(root / "taesd", root / "random" / "taesd")
 
 
 def build_random(root: Path, spec: WorldSpec, size: teach.TeacherSize) -> None:
@@ -145,8 +150,7 @@ def build_random(root: Path, spec: WorldSpec, size: teach.TeacherSize) -> None:
         return
     unet = teach.new_teacher_unet(size, spec.size // 4, parts.TEXT_HIDDEN)
     parts.save_pipeline(root / "random" / "instruct-pix2pix", unet, root / "_parts", size.prediction_type)
-    shutil.rmtree(root / "random" / "taesd", ignore_errors=True)
-    shutil.copytree(root / "taesd", root / "random" / "taesd")  # the movie backend requires it beside the pipeline
+    copy_taesd_beside_random(root)
     params = sum(p.numel() for p in unet.parameters())
     say(f"random-weights pipeline: UNet {params / 1e6:.2f} M parameters, blocks {size.block_out_channels}")
     parts.write_done(root, "random", {"unet_parameters": params})

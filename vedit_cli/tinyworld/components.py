@@ -87,7 +87,7 @@ def train_vae(frames: torch.Tensor, size: AutoencoderSize, on_step=None, seed: i
         images = random_crop(augmented_batch(frames, generator, size.batch), size.crop, generator)
         posterior = vae.encode(images).latent_dist
         reconstruction = vae.decode(posterior.sample(generator=generator)).sample
-        loss = F.l1_loss(reconstruction, images) + F.mse_loss(reconstruction, images) + 1e-6 * posterior.kl().mean()
+        loss = pixel_loss(reconstruction, images) + 1e-6 * posterior.kl().mean()
         loss.backward()
         optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
         if on_step:
@@ -140,6 +140,7 @@ def train_taesd(vae, frames: torch.Tensor, size: AutoencoderSize, on_step=None, 
 
 
 def pixel_loss(decoded: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """L1 + MSE: both autoencoders' reconstruction term."""
     return F.l1_loss(decoded, images) + F.mse_loss(decoded, images)
 
 

@@ -116,12 +116,8 @@ def test_the_file_loads_through_fuse_lcm_lora_and_matches_the_student(straight, 
 
 
 def test_solver_step_and_boundary_scalings_match_the_formulas():
-    from vedit_cli.train.recipes.lcm_lora import (
-        DDIMSolver,
-        boundary_scalings,
-        predicted_noise,
-        predicted_original,
-    )
+    from vedit_cli.models.parameterisation import predicted_noise, predicted_original
+    from vedit_cli.train.recipes.lcm_lora import DDIMSolver, boundary_scalings
 
     alphas_cumprod = torch.linspace(0.99, 0.01, 20)
     solver = DDIMSolver(alphas_cumprod, ddim_timesteps=4)  # k = 5: grid 4, 9, 14, 19

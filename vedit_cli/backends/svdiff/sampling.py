@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from vedit_cli.errors import ConfigError
+from vedit_cli.models.parameterisation import check_prediction_type, predicted_noise
 
 INIT_CHOICES = ("inversion", "noise")
 
@@ -48,15 +48,15 @@ def ddim_invert(eps_fn: EpsFunction, latents: torch.Tensor, grid: list[int],
 
 def as_noise(output: torch.Tensor, sample: torch.Tensor, timestep: torch.Tensor, scheduler) -> torch.Tensor:
     """The UNet's output as the noise the inversion needs, by the scheduler's stored prediction_type (SD1.5 and its
-    LCM-LoRA: epsilon, returned as is; v-prediction bases, e.g. SD2.x: eps = sqrt(a_t) v + sqrt(1 - a_t) x_t)."""
+    LCM-LoRA: epsilon, returned as is; v-prediction bases, e.g. SD2.x: eps = sqrt(a_t) v + sqrt(1 - a_t) x_t).
+    "sample" bases are refused: their noise estimate divides by sqrt(1 - a_t), which vanishes at t = 0."""
     prediction_type = scheduler.config.prediction_type
+    check_prediction_type(prediction_type, ("epsilon", "v_prediction"), "svdiff's inversion")
     if prediction_type == "epsilon":
         return output
-    if prediction_type != "v_prediction":
-        raise ConfigError(f"svdiff inverts epsilon or v_prediction bases; the base's scheduler says "
-                          f"{prediction_type!r}")
-    alpha_bar = scheduler.alphas_cumprod.to(device=sample.device)[int(timestep)].to(sample.dtype)
-    return alpha_bar.sqrt() * output + (1 - alpha_bar).sqrt() * sample
+    alpha_bar = scheduler.alphas_cumprod.to(device=sample.device, dtype=sample.dtype)
+    timesteps = torch.as_tensor(timestep, device=sample.device).reshape(1)
+    return predicted_noise(output, timesteps, sample, prediction_type, alpha_bar.sqrt(), (1 - alpha_bar).sqrt())
 
 
 def forward_noise(scheduler, latents: torch.Tensor, start_timestep: torch.Tensor,

@@ -117,6 +117,7 @@ from vedit_cli.backends.eve.components import (
     motion_unet,
 )
 from vedit_cli.errors import ConfigError, TrainingDataError, WeightsMissingError
+from vedit_cli.models.parameterisation import predicted_noise, predicted_original
 from vedit_cli.train.config import EveLoraConfig, TrainerConfig  # noqa: F401 (the API)
 from vedit_cli.train.data.samples import BadSample
 from vedit_cli.train.randomness import SampleRandom
@@ -124,8 +125,6 @@ from vedit_cli.train.recipes.discriminator import TeacherFeatureDiscriminator, h
 from vedit_cli.train.recipes.lcm_lora import (
     _drop_frozen_keys,
     _frozen_keys_are_not_missing,
-    predicted_noise,
-    predicted_original,
     save_unet_lora,
 )
 from vedit_cli.train.recipes.motion_adapter import clip_frames, contiguous_temporal_norms, save_png

@@ -64,6 +64,7 @@ import numpy as np
 import torch
 
 from vedit_cli.errors import ConfigError
+from vedit_cli.models.parameterisation import per_sample, predicted_noise, predicted_original
 from vedit_cli.train.config import LcmLoraConfig, TrainerConfig  # noqa: F401 (the API)
 from vedit_cli.train.randomness import SampleRandom
 from vedit_cli.train.recipes.sd_parts import (
@@ -109,43 +110,12 @@ def check_lcm_options(config: LcmLoraConfig) -> None:
 
 
 # 1. The consistency-distillation math (diffusers' script, on tensors of any batch)
-def per_sample(values: torch.Tensor, timesteps: torch.Tensor, ndim: int) -> torch.Tensor:
-    """values[timesteps] shaped [B, 1, ..., 1] (ndim dimensions) to broadcast over a batch of latents."""
-    return values.to(timesteps.device)[timesteps].reshape(-1, *([1] * (ndim - 1)))
-
-
 def boundary_scalings(timesteps: torch.Tensor, timestep_scaling: float, sigma_data: float = SIGMA_DATA):
     """(c_skip, c_out) of f(x, t) = c_skip x + c_out x0_pred: c_skip(0) = 1, c_out(0) = 0 (LCMScheduler's)."""
     scaled = timestep_scaling * timesteps.float()
     c_skip = sigma_data**2 / (scaled**2 + sigma_data**2)
     c_out = scaled / (scaled**2 + sigma_data**2) ** 0.5
     return c_skip, c_out
-
-
-def predicted_original(output, timesteps, sample, prediction_type: str, alphas, sigmas) -> torch.Tensor:
-    """x0 from the UNet's output at `sample` (alphas = sqrt(alpha_bar), sigmas = sqrt(1 - alpha_bar))."""
-    alpha, sigma = per_sample(alphas, timesteps, sample.ndim), per_sample(sigmas, timesteps, sample.ndim)
-    if prediction_type == "epsilon":
-        return (sample - sigma * output) / alpha
-    if prediction_type == "v_prediction":
-        return alpha * sample - sigma * output
-    if prediction_type == "sample":
-        return output
-    raise ConfigError(f"the base's scheduler has prediction_type {prediction_type!r}; LCM-LoRA distils epsilon, "
-                      "v_prediction or sample bases")
-
-
-def predicted_noise(output, timesteps, sample, prediction_type: str, alphas, sigmas) -> torch.Tensor:
-    """The noise from the UNet's output at `sample`."""
-    alpha, sigma = per_sample(alphas, timesteps, sample.ndim), per_sample(sigmas, timesteps, sample.ndim)
-    if prediction_type == "epsilon":
-        return output
-    if prediction_type == "v_prediction":
-        return alpha * output + sigma * sample
-    if prediction_type == "sample":
-        return (sample - alpha * output) / sigma
-    raise ConfigError(f"the base's scheduler has prediction_type {prediction_type!r}; LCM-LoRA distils epsilon, "
-                      "v_prediction or sample bases")
 
 
 class DDIMSolver:

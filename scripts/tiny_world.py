@@ -541,13 +541,14 @@ def stream_command(root: Path, clip: Path, frames: int, caption: str) -> int:
 FDD_QUICK = dict(steps=2, sds_only_steps=1, batch=1, lora_rank=4, window=4, k_steps=2, teacher_steps=2)
 
 
-def fdd_command(root: Path, variants: list[str], quick: bool, held_out_windows: int, json_output: bool) -> int:
+def fdd_command(root: Path, variants: list[str], quick: bool, held_out_windows: int, json_output: bool,
+                threads: int = 0) -> int:
     """EVE's alignment LoRA by FDD and its ablations (vedit_cli.tinyworld.fdd), each skipped once built, then each
     teacher's loss on the student's held-out samples before training and after each variant."""
     from vedit_cli.tinyworld import fdd
     from vedit_cli.train.recipes.eve_lora import train_eve_lora
 
-    torch.set_num_threads(threads_for_this_machine())
+    torch.set_num_threads(threads or threads_for_this_machine())
     quiet_libraries()
     spec = json.loads((root / "tinyworld.json").read_text())
     size = fdd.FddSize(**FDD_QUICK) if quick else fdd.FddSize()
@@ -675,10 +676,11 @@ def main(argv: list[str] | None = None) -> int:
     fdd_parser.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
     fdd_parser.add_argument("--held-out-windows", type=int, default=0,
                             help="teacher losses on the first N held-out windows (0: all)")
+    fdd_parser.add_argument("--threads", type=int, default=0, help="torch threads (0: 2, or 1 on a busy machine)")
     fdd_parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "fdd":
-        return fdd_command(args.dir, args.variants, args.quick, args.held_out_windows, args.json)
+        return fdd_command(args.dir, args.variants, args.quick, args.held_out_windows, args.json, args.threads)
     if args.command == "build":
         return build(args.dir, chosen_sizes(args), args.quick, args.videos, args.budget_minutes, args.threads,
                      args.students, not args.no_sd)

@@ -55,7 +55,7 @@ def as_noise(output: torch.Tensor, sample: torch.Tensor, timestep: torch.Tensor,
     if prediction_type == "epsilon":
         return output
     alpha_bar = scheduler.alphas_cumprod.to(device=sample.device, dtype=sample.dtype)
-    timesteps = torch.as_tensor(timestep, device=sample.device).reshape(1)
+    timesteps = torch.tensor([int(timestep)], device=sample.device)
     return predicted_noise(output, timesteps, sample, prediction_type, alpha_bar.sqrt(), (1 - alpha_bar).sqrt())
 
 

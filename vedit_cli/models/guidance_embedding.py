@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from vedit_cli.errors import ConfigError, WeightsIntegrityError
+from vedit_cli.models.parameterisation import PREDICTION_TYPES
 
 KIND = "movie-guidance-embedding"
 VERSION = 1
@@ -70,9 +71,6 @@ def for_unet(unet) -> GuidanceEmbedding:
     """A zero-initialised embedding sized for `unet`, on its device and dtype."""
     embedding = GuidanceEmbedding(unet_time_embed_dim(unet))
     return embedding.to(device=unet.device, dtype=unet.dtype).eval()
-
-
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 def save(embedding: GuidanceEmbedding, path: Path, trained_steps: int = 1, timestep_spacing: str = "trailing",

@@ -197,6 +197,25 @@ def test_the_one_step_student_returns_its_prediction_as_the_clean_latent():
     torch.testing.assert_close(out, predicted)
 
 
+def test_a_v_one_step_student_is_sampled_as_the_recipe_reads_it():
+    """prediction type v with one trailing Euler step (how `vedit edit` samples a v teacher's one-step student):
+    the step returns sqrt(a) x_t - sqrt(1 - a) v at t=999, x_t being the scaled model input, as stage 3 trained it."""
+    from diffusers import EulerDiscreteScheduler
+
+    from vedit_cli.backends.movie.loading import IP2P_SCHEDULER, with_prediction_type, with_spacing
+
+    scheduler = with_prediction_type(with_spacing(EulerDiscreteScheduler(**IP2P_SCHEDULER), "trailing"),
+                                     "v_prediction")
+    scheduler.set_timesteps(1)
+    timestep = scheduler.timesteps[0]
+    latents = torch.randn(1, 4, 8, 8, dtype=torch.float64) * scheduler.init_noise_sigma
+    model_input = scheduler.scale_model_input(latents, timestep)
+    v = torch.randn(1, 4, 8, 8, dtype=torch.float64)
+    out = scheduler.step(v, timestep, latents).prev_sample
+    alpha_bar = scheduler.alphas_cumprod[int(timestep)].double()
+    torch.testing.assert_close(out, alpha_bar.sqrt() * model_input - (1 - alpha_bar).sqrt() * v)
+
+
 def test_bad_options_are_one_line_before_anything_loads(tmp_path):
     from vedit_cli.errors import ConfigError
     from vedit_cli.train.config import MovieStudentConfig
@@ -303,3 +322,57 @@ def test_a_decoder_weight_without_a_decoder_or_a_bad_taesd_is_one_line_before_an
         with pytest.raises(WeightsMissingError, match=message):
             train_movie_student(config)
         assert not (tmp_path / "work" / "mobile").exists()  # refused before the first stage trained
+
+
+def test_a_v_teachers_one_step_student_keeps_v_and_starts_from_the_stage_two_estimate(teacher_dir, triplets,
+                                                                                      tmp_path):
+    """onestep_prediction "auto" with a v teacher: the one-step student's output is v, read as x0 = sqrt(a) x_t -
+    sqrt(1 - a) v, so before its first step its x0 is the stage-2 student's own one-step estimate (the guided
+    teacher's parameterisation, at every trajectory timestep); saved, and so sampled, as v. An epsilon teacher
+    keeps "sample" (the test above); "sample" can be asked for with a v teacher too."""
+    import shutil
+
+    from safetensors import safe_open
+
+    from vedit_cli.backends.movie.student import EMBEDDING_FILE
+    from vedit_cli.train.recipes.student_stages import onestep_prediction_type
+
+    assert onestep_prediction_type("auto", "epsilon") == "sample"
+    assert onestep_prediction_type("auto", "v_prediction") == "v_prediction"
+    assert onestep_prediction_type("sample", "v_prediction") == "sample"
+    v_teacher = tmp_path / "v-teacher"
+    shutil.copytree(teacher_dir, v_teacher)
+    config_path = v_teacher / "scheduler" / "scheduler_config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "prediction_type": "v_prediction"}))
+    config = _config(v_teacher, triplets, tmp_path / "work")
+    _train_stages_one_and_two(config)
+    seen = {}
+
+    def before_training(recipe):
+        model = recipe.model
+        from types import SimpleNamespace
+
+        one_process = SimpleNamespace(process_index=0, num_processes=1, wait_for_everyone=lambda: None)
+        recipe.source.build(recipe.teacher.to("cpu"), one_process)
+        sample = recipe.source.load(0)
+        text = recipe.teacher.text(sample["input_ids"][None])
+        for index in (0, 5):  # pure noise at t=999, and a later state of the trajectory
+            x_t, t = sample["model_inputs"][index][None], sample["timesteps"][index][None]
+            with torch.no_grad():
+                x0 = model.clean_latent(x_t, t, sample["image_latents"][None], text, sample["scales"][None])
+                v = model.student(torch.cat([x_t, sample["image_latents"][None]], dim=1), t, text,
+                                  class_labels=sample["scales"][None]).sample
+            alpha_bar = model.noise_scheduler.alphas_cumprod[int(t.round())]
+            seen[index] = (x0, alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * v)
+
+    recipe, changed, _, _ = _recipe_step("onestep", config, prepare=before_training)
+    assert recipe.prediction_type == "v_prediction" and changed
+    for x0, expected in seen.values():
+        torch.testing.assert_close(x0, expected)
+    with safe_open(str(recipe.save(recipe.model) / EMBEDDING_FILE), framework="pt") as handle:
+        assert handle.metadata()["prediction_type"] == "v_prediction"
+    as_sample = dataclasses.replace(config, onestep_prediction="sample",
+                                    trainer=dataclasses.replace(config.trainer, work_dir=tmp_path / "sample"))
+    _train_stages_one_and_two(as_sample)
+    recipe, _, _, _ = _recipe_step("onestep", as_sample)
+    assert recipe.prediction_type == "sample"

@@ -12,7 +12,7 @@ import typer
 
 from vedit_cli.commands.common import JsonOutput, Quiet, print_json, quiet_libraries, stderr_console
 from vedit_cli.models.student_architecture import ARCHITECTURES
-from vedit_cli.train.config import DISCRIMINATOR_FEATURES, MIXED_PRECISION, SDS_WEIGHTINGS
+from vedit_cli.train.config import DISCRIMINATOR_FEATURES, MIXED_PRECISION, ONESTEP_PREDICTIONS, SDS_WEIGHTINGS
 
 
 def _defaults(cls) -> dict:
@@ -128,6 +128,7 @@ def register_movie_student(train_app: typer.Typer) -> None:
         teacher_steps: Annotated[int, typer.Option(help="Steps of the guided teacher's trajectories (trailing spacing).")] = S["teacher_steps"],
         trajectories: Annotated[int, typer.Option(help="Teacher trajectories computed once for the one-step stage.")] = S["trajectories"],
         noise_fraction: Annotated[float, typer.Option(help="Share of one-step samples at the trajectory's first state (pure noise).")] = S["noise_fraction"],
+        onestep_prediction: Annotated[Literal[ONESTEP_PREDICTIONS], typer.Option(help="The one-step student's output: auto (a v teacher's v, read as its clean latent, so the stage starts from the stage-2 student's one-step estimate; else the clean latent itself), sample or v_prediction.")] = S["onestep_prediction"],
         distillation_weight: Annotated[float, typer.Option(help="Weight of |x0_student - x0_teacher|^2 in the one-step stage.")] = S["distillation_weight"],
         adversarial_weight: Annotated[float, typer.Option(help="Weight of the adversarial generator term (0: the no-adversarial ablation).")] = S["adversarial_weight"],
         decoder: Annotated[Path | None, typer.Option(help="TAESD folder (AutoencoderTiny, diffusers layout; e.g. WEIGHTS/taesd, what `vedit edit` decodes the student with) for --decoder-weight.", exists=True, file_okay=False, show_default=False)] = None,
@@ -161,7 +162,7 @@ def register_movie_student(train_app: typer.Typer) -> None:
             columns=TripletColumns(source_column, instruction_column, edited_column),
             text_scale_range=tuple(text_scale_range), image_scale_range=tuple(image_scale_range),
             teacher_steps=teacher_steps, trajectories=trajectories, noise_fraction=noise_fraction,
-            distillation_weight=distillation_weight, adversarial_weight=adversarial_weight, decoder=decoder,
+            onestep_prediction=onestep_prediction, distillation_weight=distillation_weight, adversarial_weight=adversarial_weight, decoder=decoder,
             decoder_weight=decoder_weight, overwrite=overwrite,
         )
         _run_training(train_movie_student, config, "movie-student", as_json, quiet)

@@ -104,6 +104,7 @@ class Pix2PixConfig:
 
 
 STUDENT_STAGES = ("mobile", "guidance", "onestep")
+ONESTEP_PREDICTIONS = ("auto", "sample", "v_prediction")
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,9 @@ class MovieStudentConfig:
     teacher_steps: int = 10
     trajectories: int = 4096
     noise_fraction: float = 0.5
+    # the one-step student's output: "auto" = the teacher's own v where the teacher predicts v (x0 = a x_t - s v, so
+    # stage 3 starts from the stage-2 student's one-step estimate), else the clean latent ("sample")
+    onestep_prediction: str = "auto"
     distillation_weight: float = 1.0
     adversarial_weight: float = 0.1
     discriminator_max_timestep: int = 750
@@ -151,6 +155,9 @@ class MovieStudentConfig:
         for name, (low, high) in (("text", self.text_scale_range), ("image", self.image_scale_range)):
             if not 0 <= low <= high:
                 raise ConfigError(f"--{name}-scale-range must be LOW HIGH with 0 <= LOW <= HIGH, got {low} {high}")
+        if self.onestep_prediction not in ONESTEP_PREDICTIONS:
+            raise ConfigError(f"--onestep-prediction must be one of {', '.join(ONESTEP_PREDICTIONS)}, got "
+                              f"{self.onestep_prediction!r}")
         if not 0 <= self.noise_fraction <= 1:
             raise ConfigError(f"--noise-fraction must be between 0 and 1, got {self.noise_fraction}")
         if self.teacher_steps < 1 or self.trajectories < 1:

@@ -9,7 +9,10 @@
    trustworthy at every t (teacher trajectories would only visit its sampler's 10 timesteps).
 3. onestep (MoViE Fig. 3): the student reads a state x_t of the guided teacher's own denoising trajectory
    (trailing spacing: the first state is pure noise at t=999), with that trajectory's scales, and predicts the
-   clean latent (prediction type "sample": one Euler step to sigma 0 returns it exactly). Loss per sample:
+   clean latent (one Euler step to sigma 0 returns it exactly). Its output is the teacher's own v where the teacher
+   predicts v, read as x0 = sqrt(a_t) x_t - sqrt(1 - a_t) v: stage 3 then starts from the stage-2 student's own
+   one-step estimate instead of re-learning its output (at t=999, v is about -x0); for an epsilon teacher, whose x0
+   would divide by sqrt(a_t) (0.07 at t=999), the output is the clean latent itself ("sample"). Loss per sample:
    distillation_weight * |x0_student - x0_teacher|^2 + adversarial_weight * hinge generator term, plus the
    discriminator's hinge term (vedit_cli.train.recipes.discriminator), trained in the same step (the
    generator term reads the heads detached; the discriminator term reads the student's latent detached).
@@ -170,10 +173,12 @@ class StudentWithHeads(torch.nn.Module):
     """The one-step stage's trained module: the student UNet and the discriminator's heads. Its forward returns
     the per-sample loss, so that DDP sees one forward per step."""
 
-    def __init__(self, student_unet, discriminator, noise_scheduler, config, decoder=None):
+    def __init__(self, student_unet, discriminator, noise_scheduler, config, decoder=None,
+                 prediction_type: str = "sample"):
         super().__init__()
         self.student, self.discriminator = student_unet, discriminator
         self.noise_scheduler, self.config = noise_scheduler, config
+        self.prediction_type = prediction_type  # what the student's output is (onestep_prediction_type)
         # PixelDecoderTerm or None, held outside the module (like the discriminator's frozen teacher): its frozen
         # TAESD and VAE are never saved in checkpoints, and resuming with another --decoder-weight works
         object.__setattr__(self, "decoder", decoder)
@@ -185,13 +190,22 @@ class StudentWithHeads(torch.nn.Module):
         self.student.enable_gradient_checkpointing()
         self.discriminator.teacher.enable_gradient_checkpointing()
 
+    def clean_latent(self, model_input, timesteps, image_latents, text, scales) -> torch.Tensor:
+        """The student's one-step x0 at the trajectory state `model_input` (the DDPM-scaled x_t at `timesteps`)."""
+        from vedit_cli.models.parameterisation import predicted_original
+
+        output = self.student(torch.cat([model_input, image_latents], dim=1), timesteps, text,
+                              class_labels=scales).sample
+        alpha_bar = self.noise_scheduler.alphas_cumprod.to(output.device)
+        return predicted_original(output, timesteps.round().long(), model_input, self.prediction_type,
+                                  alpha_bar.sqrt(), (1 - alpha_bar).sqrt())
+
     def forward(self, batch: dict, disc_timesteps, disc_noise) -> tuple[torch.Tensor, dict]:
         from vedit_cli.train.recipes.discriminator import hinge_losses
 
         c = self.config
         image_latents, text, scales = batch["image_latents"], batch["text"], batch["scales"]
-        x0 = self.student(torch.cat([batch["model_input"], image_latents], dim=1), batch["timesteps"], text,
-                          class_labels=scales).sample
+        x0 = self.clean_latent(batch["model_input"], batch["timesteps"], image_latents, text, scales)
         target = batch["final"]
         distillation = F.mse_loss(x0.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         loss = c.distillation_weight * distillation
@@ -226,8 +240,9 @@ class OneStepStage:
         self.config, self.teacher, self.source, self.output = config, teacher, trajectories, Path(output)
         self.architecture = architecture
         self.noise_scheduler = DDPMScheduler.from_config(teacher.scheduler_config)
+        self.prediction_type = onestep_prediction_type(config.onestep_prediction, teacher.prediction_type)
         self.model = StudentWithHeads(student_unet, TeacherFeatureDiscriminator(teacher.unet), self.noise_scheduler,
-                                      config, decoder)
+                                      config, decoder, self.prediction_type)
         if config.adversarial_weight == 0:  # the ablation: unused heads would stall DDP's gradient reduction
             self.model.discriminator.requires_grad_(False)
 
@@ -267,4 +282,12 @@ class OneStepStage:
     def save(self, model) -> Path:
         student = model.student
         return save_student(self.output, student, student.class_embedding, trained_steps=1, spacing="trailing",
-                            prediction_type="sample", architecture=self.architecture)
+                            prediction_type=self.prediction_type, architecture=self.architecture)
+
+
+def onestep_prediction_type(choice: str, teacher_prediction_type: str) -> str:
+    """The one-step student's output: "auto" keeps a v teacher's v (x0 = sqrt(a) x_t - sqrt(1 - a) v is well
+    conditioned at every t) and takes the clean latent itself otherwise (an epsilon teacher's x0 divides by sqrt(a_t))."""
+    if choice != "auto":
+        return choice
+    return "v_prediction" if teacher_prediction_type == "v_prediction" else "sample"

@@ -139,15 +139,8 @@ class SvdiffEditor(Editor):
         denoised = latents
         for step_index, timestep in enumerate(timesteps):
             noise_pred = self._predict_noise(latents, timestep, step_index)
-            previous = latents
             latents, denoised = parts.scheduler.step(noise_pred, timestep, latents, generator=generator,
                                                      return_dict=False)
-            import os as _os  # EXPERIMENT
-            if _os.environ.get("VEDIT_EXP_DDIM") and step_index + 1 < len(timesteps):
-                a = parts.scheduler.alphas_cumprod.to(latents.device)
-                a_t, a_p = a[int(timestep)], a[int(timesteps[step_index + 1])]
-                eps = (previous - a_t.sqrt() * denoised) / (1 - a_t).sqrt()
-                latents = a_p.sqrt() * denoised + (1 - a_p).sqrt() * eps
         image = taesd.decode(denoised / taesd.config.scaling_factor).sample
         return image.clamp(-1, 1)
 
@@ -162,9 +155,6 @@ class SvdiffEditor(Editor):
         """The conditional pass alone, with the recurrent memory bypassed (inversion must not touch the stream)."""
         memory = self.parts.memory
         cond = self.embeddings[-1:]
-        import os as _os  # EXPERIMENT
-        if _os.environ.get("VEDIT_EXP_INV_UNCOND"):
-            cond = self.embeddings[:1]
         if memory is None:
             output = self.parts.unet(latents, timestep, cond).sample
         else:

@@ -162,8 +162,8 @@ def register_movie_student(train_app: typer.Typer) -> None:
             columns=TripletColumns(source_column, instruction_column, edited_column),
             text_scale_range=tuple(text_scale_range), image_scale_range=tuple(image_scale_range),
             teacher_steps=teacher_steps, trajectories=trajectories, noise_fraction=noise_fraction,
-            onestep_prediction=onestep_prediction, distillation_weight=distillation_weight, adversarial_weight=adversarial_weight, decoder=decoder,
-            decoder_weight=decoder_weight, overwrite=overwrite,
+            onestep_prediction=onestep_prediction, distillation_weight=distillation_weight,
+            adversarial_weight=adversarial_weight, decoder=decoder, decoder_weight=decoder_weight, overwrite=overwrite,
         )
         _run_training(train_movie_student, config, "movie-student", as_json, quiet)
 

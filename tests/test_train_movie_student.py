@@ -331,6 +331,7 @@ def test_a_v_teachers_one_step_student_keeps_v_and_starts_from_the_stage_two_est
     teacher's parameterisation, at every trajectory timestep); saved, and so sampled, as v. An epsilon teacher
     keeps "sample" (the test above); "sample" can be asked for with a v teacher too."""
     import shutil
+    from types import SimpleNamespace
 
     from safetensors import safe_open
 
@@ -350,8 +351,6 @@ def test_a_v_teachers_one_step_student_keeps_v_and_starts_from_the_stage_two_est
 
     def before_training(recipe):
         model = recipe.model
-        from types import SimpleNamespace
-
         one_process = SimpleNamespace(process_index=0, num_processes=1, wait_for_everyone=lambda: None)
         recipe.source.build(recipe.teacher.to("cpu"), one_process)
         sample = recipe.source.load(0)
@@ -366,7 +365,7 @@ def test_a_v_teachers_one_step_student_keeps_v_and_starts_from_the_stage_two_est
             seen[index] = (x0, alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * v)
 
     recipe, changed, _, _ = _recipe_step("onestep", config, prepare=before_training)
-    assert recipe.prediction_type == "v_prediction" and changed
+    assert recipe.model.prediction_type == "v_prediction" and changed
     for x0, expected in seen.values():
         torch.testing.assert_close(x0, expected)
     with safe_open(str(recipe.save(recipe.model) / EMBEDDING_FILE), framework="pt") as handle:
@@ -375,4 +374,4 @@ def test_a_v_teachers_one_step_student_keeps_v_and_starts_from_the_stage_two_est
                                     trainer=dataclasses.replace(config.trainer, work_dir=tmp_path / "sample"))
     _train_stages_one_and_two(as_sample)
     recipe, _, _, _ = _recipe_step("onestep", as_sample)
-    assert recipe.prediction_type == "sample"
+    assert recipe.model.prediction_type == "sample"

@@ -240,9 +240,9 @@ class OneStepStage:
         self.config, self.teacher, self.source, self.output = config, teacher, trajectories, Path(output)
         self.architecture = architecture
         self.noise_scheduler = DDPMScheduler.from_config(teacher.scheduler_config)
-        self.prediction_type = onestep_prediction_type(config.onestep_prediction, teacher.prediction_type)
         self.model = StudentWithHeads(student_unet, TeacherFeatureDiscriminator(teacher.unet), self.noise_scheduler,
-                                      config, decoder, self.prediction_type)
+                                      config, decoder,
+                                      onestep_prediction_type(config.onestep_prediction, teacher.prediction_type))
         if config.adversarial_weight == 0:  # the ablation: unused heads would stall DDP's gradient reduction
             self.model.discriminator.requires_grad_(False)
 
@@ -282,7 +282,7 @@ class OneStepStage:
     def save(self, model) -> Path:
         student = model.student
         return save_student(self.output, student, student.class_embedding, trained_steps=1, spacing="trailing",
-                            prediction_type=self.prediction_type, architecture=self.architecture)
+                            prediction_type=model.prediction_type, architecture=self.architecture)
 
 
 def onestep_prediction_type(choice: str, teacher_prediction_type: str) -> str:
